@@ -1,0 +1,26 @@
+//! The Hull agent API, shared by the host shim and the guest agent.
+//!
+//! `agent`, `health` and `oci` are generated from `protos/` into `OUT_DIR`;
+//! their ttrpc stubs are `agent_ttrpc` and `health_ttrpc`. [`stream`] is the
+//! handshake of the raw stdio connections (Hull's fast stdio path).
+
+macro_rules! generated {
+    ($($name:ident),*) => {$(
+        #[allow(clippy::all, clippy::undocumented_unsafe_blocks, unknown_lints, dead_code,
+            missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals,
+            trivial_casts, unused_imports, unused_results, unused_mut, unsafe_code)]
+        pub mod $name {
+            include!(concat!(env!("OUT_DIR"), "/", stringify!($name), ".rs"));
+        }
+    )*};
+}
+generated!(agent, agent_ttrpc, health, health_ttrpc, oci);
+
+pub mod stream;
+
+/// vsock port of the agent's ttrpc server.
+pub const AGENT_PORT: u32 = 1024;
+/// vsock port of the agent's raw stdio stream listener.
+pub const STDIO_PORT: u32 = 1025;
+/// vsock port on the host that receives the agent's log lines.
+pub const LOG_PORT: u32 = 1026;
