@@ -1,1 +1,22 @@
+//! rustjail builds OCI Linux containers. It is synchronous and owns no async
+//! runtime, so it can run in the freshly re-executed container init process
+//! (`hull-agent init`) as well as in a plain command-line front (`hull-jail`).
+//!
+//! The parent side ([`container`]) spawns the init binary with a
+//! [`channel`] socket, and the child side ([`init`]) builds the container
+//! from the [`config::InitConfig`] it receives: namespaces, cgroup join,
+//! mounts and rootfs, devices, user, capabilities, and finally `execve`.
 
+pub mod caps;
+pub mod cgroups;
+pub mod channel;
+pub mod config;
+pub mod container;
+pub mod devices;
+pub mod init;
+pub mod mounts;
+pub mod namespaces;
+pub mod paths;
+pub mod process;
+pub mod rootfs;
+pub mod syscall;

@@ -1,0 +1,114 @@
+//! The typed parent/child protocol between the runtime and the container
+//! init process: length-prefixed JSON messages over a Unix socket pair.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::InitConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("channel: bad message: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("channel: message of {0} bytes is too large")]
+    TooLarge(usize),
+}
+
+/// Messages from the runtime to the container init.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToInit {
+    /// What to build. Always the first message.
+    Config(Box<InitConfig>),
+    /// The init is in its cgroup: go on with setup.
+    Proceed,
+    /// Execute the user program.
+    Start,
+}
+
+/// Messages from the container init to the runtime.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromInit {
+    /// The container's init process exists; its pid in the runtime's namespace.
+    Forked { pid: i32 },
+    /// Setup is done; waiting for `Start`.
+    Ready,
+    /// Setup failed. `stage` says what was being done, `message` why,
+    /// with the whole chain of causes.
+    Failed { stage: String, message: String },
+}
+
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// One end of the channel.
+pub struct Channel {
+    stream: UnixStream,
+}
+
+impl Channel {
+    /// A connected pair (both ends close-on-exec).
+    pub fn pair() -> std::io::Result<(Channel, Channel)> {
+        let (a, b) = UnixStream::pair()?;
+        Ok((Channel { stream: a }, Channel { stream: b }))
+    }
+
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Channel { stream: UnixStream::from(fd) }
+    }
+
+    pub fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ChannelError> {
+        let body = serde_json::to_vec(msg)?;
+        if body.len() > MAX_MESSAGE {
+            return Err(ChannelError::TooLarge(body.len()));
+        }
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame)?;
+        Ok(())
+    }
+
+    /// The next message, or `None` when the other end closed the channel
+    /// (for the runtime after `Start`: the user program was executed).
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ChannelError> {
+        let mut len = [0u8; 4];
+        match self.stream.read_exact(&mut len) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            r => r?,
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_MESSAGE {
+            return Err(ChannelError::TooLarge(len));
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(serde_json::from_slice(&body)?))
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_eof_is_none() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        a.send(&FromInit::Forked { pid: 42 }).unwrap();
+        a.send(&FromInit::Failed { stage: "mount".into(), message: "EPERM".into() }).unwrap();
+        drop(a);
+        assert!(matches!(b.recv::<FromInit>().unwrap(), Some(FromInit::Forked { pid: 42 })));
+        assert!(matches!(b.recv::<FromInit>().unwrap(), Some(FromInit::Failed { .. })));
+        assert!(b.recv::<FromInit>().unwrap().is_none());
+    }
+}

@@ -1,0 +1,140 @@
+//! The runtime side of container creation: spawns the init binary, drives
+//! the channel protocol, and places the init in its cgroup.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::unistd::Pid;
+
+use crate::cgroups::{self, CgroupError, ContainerCgroup};
+use crate::channel::{Channel, ChannelError, FromInit, ToInit};
+use crate::config::InitConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("spawn container init {binary}: {source}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The init reported a failure; `message` carries its causes.
+    #[error("container init failed at {stage}: {message}")]
+    Init { stage: String, message: String },
+    #[error("container init exited before {0}")]
+    InitGone(&'static str),
+    #[error("container init: unexpected message {0}")]
+    Protocol(String),
+}
+
+/// The container process's standard streams.
+pub struct InitStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// How to start the container init.
+pub struct InitCommand {
+    /// The binary to execute (e.g. `/proc/self/exe`).
+    pub binary: PathBuf,
+    /// Its arguments, before the `--sync-fd N` this module appends.
+    pub args: Vec<String>,
+}
+
+/// The fd number at which the init finds its channel.
+pub const INIT_CHANNEL_FD: i32 = 3;
+
+/// A created container: its init waits for [`Created::start`].
+pub struct Created {
+    pub pid: Pid,
+    pub cgroup: ContainerCgroup,
+    channel: Channel,
+}
+
+fn receive(channel: &mut Channel, waiting_for: &'static str) -> Result<FromInit, ContainerError> {
+    match channel.recv::<FromInit>()? {
+        Some(FromInit::Failed { stage, message }) => Err(ContainerError::Init { stage, message }),
+        Some(m) => Ok(m),
+        None => Err(ContainerError::InitGone(waiting_for)),
+    }
+}
+
+/// Spawns the init, sends it `config`, joins it to its cgroup, and waits
+/// until it is ready to execute the user program.
+///
+/// The spawned process is not waited for here: whoever reaps children in
+/// the caller (the agent's reaper, PID 1) collects it.
+pub fn create(cmd: &InitCommand, config: InitConfig, stdio: InitStdio) -> Result<Created, ContainerError> {
+    let (mut parent, child) = Channel::pair().map_err(ChannelError::from)?;
+    let child_fd: OwnedFd = OwnedFd::from(child_stream(child));
+    let raw = child_fd.as_raw_fd();
+    let mut command = Command::new(&cmd.binary);
+    command
+        .args(&cmd.args)
+        .args(["--sync-fd", &INIT_CHANNEL_FD.to_string()])
+        .stdin(Stdio::from(stdio.stdin))
+        .stdout(Stdio::from(stdio.stdout))
+        .stderr(Stdio::from(stdio.stderr))
+        .env_clear();
+    // SAFETY: dup2 is async-signal-safe; the closure touches no memory
+    // shared with other threads. dup2 also clears close-on-exec on fd 3.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(raw, INIT_CHANNEL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = command
+        .spawn()
+        .map_err(|source| ContainerError::Spawn { binary: cmd.binary.display().to_string(), source })?;
+    drop(child_fd);
+    drop(spawned);
+
+    let cgroup_path = cgroups::cgroup_path(
+        config.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()),
+        &config.container_id,
+    )?;
+    let resources = config.spec.linux().as_ref().and_then(|l| l.resources().clone());
+    parent.send(&ToInit::Config(Box::new(config)))?;
+    let pid = match receive(&mut parent, "reporting its pid")? {
+        FromInit::Forked { pid } => Pid::from_raw(pid),
+        other => return Err(ContainerError::Protocol(format!("{other:?}"))),
+    };
+    let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
+    cgroup.add_process(pid.as_raw() as u32)?;
+    parent.send(&ToInit::Proceed)?;
+    match receive(&mut parent, "setup finished")? {
+        FromInit::Ready => Ok(Created { pid, cgroup, channel: parent }),
+        other => Err(ContainerError::Protocol(format!("{other:?}"))),
+    }
+}
+
+fn child_stream(c: Channel) -> OwnedFd {
+    use std::os::fd::AsFd;
+    // The Channel owns the socket; hand its fd over as an OwnedFd.
+    let fd = c.as_fd().try_clone_to_owned();
+    drop(c);
+    fd.unwrap_or_else(|_| std::process::abort())
+}
+
+impl Created {
+    /// Lets the init execute the user program; returns once it has.
+    pub fn start(mut self) -> Result<(), ContainerError> {
+        self.channel.send(&ToInit::Start)?;
+        match self.channel.recv::<FromInit>()? {
+            // The channel is close-on-exec in the init: EOF means execve succeeded.
+            None => Ok(()),
+            Some(FromInit::Failed { stage, message }) => Err(ContainerError::Init { stage, message }),
+            Some(other) => Err(ContainerError::Protocol(format!("{other:?}"))),
+        }
+    }
+}
