@@ -1,1 +1,77 @@
-fn main() {}
+//! hull-agent: PID 1 of a Hull sandbox VM (or an ordinary process on a host
+//! with `--unix-dir`), serving the agent API over ttrpc.
+//!
+//! `hull-agent init --sync-fd N` is the container init re-exec: it must be
+//! dispatched before any thread exists, so it is checked first.
+
+mod config;
+mod container;
+mod errors;
+mod listener;
+mod logging;
+mod pid1;
+mod reaper;
+mod rpc;
+mod stdio;
+mod storage;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("init") {
+        run_container_init(&args[2..]);
+    }
+    let code = match config::AgentConfig::load(&args[1..]) {
+        Ok(cfg) => agent_main(cfg),
+        Err(e) => {
+            eprintln!("hull-agent: {e}");
+            2
+        }
+    };
+    pid1::exit(code);
+}
+
+fn run_container_init(args: &[String]) -> ! {
+    let fd = match args {
+        [flag, n] if flag == "--sync-fd" => n.parse::<i32>().ok(),
+        _ => None,
+    };
+    let Some(fd) = fd.filter(|n| *n == rustjail::container::INIT_CHANNEL_FD) else {
+        eprintln!("hull-agent init: usage: hull-agent init --sync-fd 3");
+        std::process::exit(2);
+    };
+    // SAFETY: the runtime placed the channel socket at this fd number before
+    // executing us, and nothing else in this fresh process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustjail::init::run(fd)
+}
+
+fn agent_main(cfg: config::AgentConfig) -> i32 {
+    let log = logging::init(&cfg);
+    pid1::install_panic_hook(log.clone(), cfg.is_pid1);
+    if cfg.is_pid1 {
+        if let Err(e) = pid1::setup(&log) {
+            slog::crit!(log, "PID 1 setup failed"; "error" => %e);
+            return 1;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            slog::crit!(log, "cannot start the async runtime"; "error" => %e);
+            return 1;
+        }
+    };
+    match runtime.block_on(rpc::serve(cfg, log.clone())) {
+        Ok(()) => 0,
+        Err(e) => {
+            slog::crit!(log, "agent stopped"; "error" => %e);
+            1
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The containers and processes the agent runs. The registry lock is held
+//! only to look up, insert or remove; never across a blocking call.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustjail::container::Created;
+use tokio::sync::watch;
+
+use crate::errors::AgentError;
+use crate::stdio::ProcessIo;
+
+pub struct Process {
+    pub exec_id: String,
+    pub pid: i32,
+    exit: watch::Receiver<Option<i32>>,
+    pub io: ProcessIo,
+}
+
+impl Process {
+    pub fn new(exec_id: String, pid: i32, exit: watch::Receiver<Option<i32>>, io: ProcessIo) -> Self {
+        Process { exec_id, pid, exit, io }
+    }
+
+    /// Waits for the exit status (exit code, or 128 + signal).
+    pub async fn wait(&self) -> i32 {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return code;
+            }
+            if rx.changed().await.is_err() {
+                // The reaper is gone, which only happens at shutdown.
+                return 255;
+            }
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        *self.exit.borrow()
+    }
+}
+
+pub struct Container {
+    pub id: String,
+    pub init: Arc<Process>,
+    pub cgroup_path: String,
+    /// Guest mounts made for this container, unmounted on removal.
+    pub mounts: Vec<PathBuf>,
+    /// The created-but-not-started init; taken by StartContainer.
+    pending_start: Mutex<Option<Created>>,
+}
+
+impl Container {
+    pub fn new(id: String, init: Arc<Process>, created: Created, mounts: Vec<PathBuf>) -> Self {
+        Container {
+            id,
+            init,
+            cgroup_path: created.cgroup.path().to_string(),
+            mounts,
+            pending_start: Mutex::new(Some(created)),
+        }
+    }
+
+    pub fn take_pending_start(&self) -> Option<Created> {
+        self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Every pid in the container's cgroup.
+    pub fn pids(&self) -> Vec<u32> {
+        rustjail::cgroups::ContainerCgroup::load(&self.cgroup_path).pids()
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Ids being created, so two concurrent creates of one id cannot both win.
+    reserved: Mutex<HashSet<String>>,
+}
+
+/// Holds an id reservation; released on drop.
+pub struct Reservation<'a> {
+    registry: &'a Registry,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.registry.reserved.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn reserve(&self, id: &str) -> Result<Reservation<'_>, AgentError> {
+        let exists = self.map().contains_key(id);
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if exists || !reserved.insert(id.to_string()) {
+            return Err(AgentError::AlreadyExists(id.to_string()));
+        }
+        Ok(Reservation { registry: self, id: id.to_string() })
+    }
+
+    pub fn insert(&self, _reservation: Reservation<'_>, c: Arc<Container>) {
+        self.map().insert(c.id.clone(), c);
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Container>, AgentError> {
+        self.map().get(id).cloned().ok_or_else(|| AgentError::ContainerNotFound(id.to_string()))
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Container>> {
+        self.map().remove(id)
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// A process by container and exec id; an empty exec id (or the init's
+    /// own) names the container's init.
+    pub fn process(&self, container_id: &str, exec_id: &str) -> Result<Arc<Process>, AgentError> {
+        let c = self.get(container_id)?;
+        if exec_id.is_empty() || exec_id == c.init.exec_id {
+            return Ok(c.init.clone());
+        }
+        Err(AgentError::ProcessNotFound { container_id: container_id.to_string(), exec_id: exec_id.to_string() })
+    }
+}

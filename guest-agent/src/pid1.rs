@@ -1,0 +1,129 @@
+//! Duties of the agent as the VM's PID 1: the base filesystems, kernel
+//! modules, and an orderly power-off instead of a kernel panic on exit.
+
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pid1Error {
+    #[error("mount {fstype} on {target}: {source}")]
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("mkdir {path}: {source}")]
+    Mkdir {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("load module {path}: {source}")]
+    Module {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Modules to load, one path per line, in dependency order (written by
+/// hull-image from modules.dep).
+const MODULE_LIST: &str = "/etc/hull/modules";
+
+struct BaseMount {
+    fstype: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+}
+
+const fn base(fstype: &'static str, target: &'static str, flags: MsFlags, data: Option<&'static str>) -> BaseMount {
+    BaseMount { fstype, target, flags, data }
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags =
+    MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+
+const BASE_MOUNTS: &[BaseMount] = &[
+    base("proc", "/proc", NOSUID_NODEV_NOEXEC, None),
+    base("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
+    base("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
+    base("devpts", "/dev/pts", MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), Some("newinstance,ptmxmode=0666,mode=0620")),
+    base("tmpfs", "/dev/shm", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), Some("mode=1777")),
+    base("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), Some("mode=0755")),
+    base("cgroup2", "/sys/fs/cgroup", NOSUID_NODEV_NOEXEC, None),
+];
+
+pub fn setup(log: &slog::Logger) -> Result<(), Pid1Error> {
+    for m in BASE_MOUNTS {
+        std::fs::create_dir_all(m.target).map_err(|source| Pid1Error::Mkdir { path: m.target, source })?;
+        match nix::mount::mount(Some(m.fstype), m.target, Some(m.fstype), m.flags, m.data) {
+            Ok(()) | Err(nix::Error::EBUSY) => {}
+            Err(source) => return Err(Pid1Error::Mount { fstype: m.fstype, target: m.target, source }),
+        }
+    }
+    enable_cgroup_controllers(log);
+    load_modules(log, Path::new(MODULE_LIST))?;
+    // The container inits are our grandchildren; as PID 1 we reap them
+    // anyway, and the flag keeps that true in host mode too.
+    Ok(())
+}
+
+/// Lets child cgroups use every controller the kernel offers.
+fn enable_cgroup_controllers(log: &slog::Logger) {
+    let root = Path::new("/sys/fs/cgroup");
+    let Ok(available) = std::fs::read_to_string(root.join("cgroup.controllers")) else { return };
+    let enable: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
+    if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), enable.join(" ")) {
+        slog::warn!(log, "cannot enable cgroup controllers"; "error" => %e);
+    }
+}
+
+fn load_modules(log: &slog::Logger, list: &Path) -> Result<(), Pid1Error> {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        slog::info!(log, "no module list"; "path" => %list.display());
+        return Ok(());
+    };
+    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let err = |source| Pid1Error::Module { path: path.to_string(), source };
+        let file = std::fs::File::open(path).map_err(err)?;
+        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) | Err(nix::Error::EEXIST) => slog::debug!(log, "module loaded"; "path" => path),
+            Err(e) => return Err(err(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Logs a panic and, as PID 1, powers the VM off instead of letting the
+/// kernel panic or the VM hang.
+pub fn install_panic_hook(log: slog::Logger, is_pid1: bool) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        slog::crit!(log, "agent panicked"; "panic" => %info);
+        if is_pid1 {
+            power_off();
+        }
+        default(info);
+    }));
+}
+
+/// Ends the agent: as PID 1 by powering off (exiting would panic the kernel).
+pub fn exit(code: i32) -> ! {
+    if std::process::id() == 1 {
+        power_off();
+    }
+    std::process::exit(code)
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot(2) does not return on success; if it failed, there is nothing
+    // left to do but wait for the host to end the VM.
+    loop {
+        std::thread::park();
+    }
+}

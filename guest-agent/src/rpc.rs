@@ -1,0 +1,314 @@
+//! The ttrpc services: a thin layer that validates requests, calls into the
+//! container and storage modules, and maps errors to ttrpc codes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use protobuf::well_known_types::empty::Empty;
+use protocols::{agent, agent_ttrpc, health, health_ttrpc};
+use rustjail::config::InitConfig;
+use rustjail::container::InitCommand;
+use tokio::sync::Notify;
+use ttrpc::r#async::TtrpcContext;
+
+use crate::config::{AgentConfig, Endpoint};
+use crate::container::{Container, Process, Registry};
+use crate::errors::AgentError;
+use crate::listener::StreamListener;
+use crate::reaper::Reaper;
+use crate::stdio::ProcessIo;
+use crate::storage;
+
+type RpcResult<T> = ttrpc::Result<T>;
+
+pub struct AgentState {
+    log: slog::Logger,
+    registry: Arc<Registry>,
+    reaper: Reaper,
+    sandbox_mounts: Mutex<Vec<PathBuf>>,
+    shutdown: Arc<Notify>,
+}
+
+#[derive(Clone)]
+pub struct Service(Arc<AgentState>);
+
+fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
+    if protocols::stream::valid_id(id) {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(field, format!("{id:?} is not a valid identifier")))
+    }
+}
+
+fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
+    if req.hull_oci_spec_json.is_empty() {
+        return Err(AgentError::invalid(
+            "hull_oci_spec_json",
+            "empty; this agent builds containers from the complete OCI spec (the OCI protobuf field alone is not enough)",
+        ));
+    }
+    serde_json::from_str(&req.hull_oci_spec_json).map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()))
+}
+
+impl Service {
+    async fn create_container(&self, req: agent::CreateContainerRequest) -> Result<(), AgentError> {
+        check_id("container_id", &req.container_id)?;
+        let spec = parse_spec(&req)?;
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .filter(|p| p.is_absolute())
+            .ok_or_else(|| AgentError::invalid("OCI root.path", "must be an absolute guest path"))?;
+        let reservation = self.0.registry.reserve(&req.container_id)?;
+        let mut undo = scopeguard::guard(Vec::<PathBuf>::new(), |m| m.iter().rev().for_each(|p| storage::unmount(p)));
+        for s in &req.storages {
+            undo.push(storage::mount(s)?);
+        }
+        let process = spec.process().clone().unwrap_or_default();
+        let (io, stdio) = if process.terminal().unwrap_or(false) {
+            let size = process.console_size();
+            ProcessIo::pty(size.map(|s| s.height() as u16).unwrap_or(24), size.map(|s| s.width() as u16).unwrap_or(80))?
+        } else {
+            ProcessIo::pipes()?
+        };
+        let config = InitConfig { container_id: req.container_id.clone(), spec, rootfs };
+        let cmd = InitCommand { binary: PathBuf::from("/proc/self/exe"), args: vec!["init".into()] };
+        let created = tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
+            .await
+            .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
+        let pid = created.pid.as_raw();
+        let exec_id = if req.exec_id.is_empty() { req.container_id.clone() } else { req.exec_id.clone() };
+        let init = Arc::new(Process::new(exec_id, pid, self.0.reaper.watch(pid), io));
+        let mounts = scopeguard::ScopeGuard::into_inner(undo);
+        let container = Arc::new(Container::new(req.container_id.clone(), init, created, mounts));
+        self.0.registry.insert(reservation, container);
+        slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
+        Ok(())
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        let c = self.0.registry.get(id)?;
+        let created = c
+            .take_pending_start()
+            .ok_or(AgentError::WrongState { id: id.to_string(), state: "already started", action: "start" })?;
+        tokio::task::spawn_blocking(move || created.start())
+            .await
+            .map_err(|e| AgentError::sys("start task")(std::io::Error::other(e)))??;
+        slog::info!(self.0.log, "container started"; "container" => id);
+        Ok(())
+    }
+
+    fn signal(&self, req: &agent::SignalProcessRequest) -> Result<(), AgentError> {
+        let sig = Signal::try_from(req.signal as i32)
+            .map_err(|_| AgentError::invalid("signal", format!("{} is not a signal", req.signal)))?;
+        let c = self.0.registry.get(&req.container_id)?;
+        let pids: Vec<i32> = if req.exec_id.is_empty() {
+            c.pids().into_iter().map(|p| p as i32).collect()
+        } else {
+            let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+            if p.exit_code().is_some() {
+                return Err(AgentError::ProcessNotFound {
+                    container_id: req.container_id.clone(),
+                    exec_id: format!("{} (already exited)", req.exec_id),
+                });
+            }
+            vec![p.pid]
+        };
+        for pid in pids {
+            match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(e) => return Err(AgentError::sys(format!("kill {pid}"))(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills what is left of the container, waits for its init, removes its
+    /// cgroup and mounts. `timeout` 0 waits forever.
+    async fn remove_container(&self, id: &str, timeout: u32) -> Result<(), AgentError> {
+        let c = self.0.registry.get(id)?;
+        drop(c.take_pending_start());
+        for pid in c.pids() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let wait = c.init.wait();
+        if timeout == 0 {
+            wait.await;
+        } else if tokio::time::timeout(Duration::from_secs(timeout.into()), wait).await.is_err() {
+            return Err(AgentError::Timeout { what: format!("container {id:?} to die"), secs: timeout });
+        }
+        remove_cgroup(&c).await;
+        c.mounts.iter().rev().for_each(|p| storage::unmount(p));
+        self.0.registry.remove(id);
+        slog::info!(self.0.log, "container removed"; "container" => id);
+        Ok(())
+    }
+
+    async fn create_sandbox(&self, req: agent::CreateSandboxRequest) -> Result<(), AgentError> {
+        if !req.hostname.is_empty() {
+            nix::unistd::sethostname(&req.hostname).map_err(|e| AgentError::sys("sethostname")(e.into()))?;
+        }
+        for s in &req.storages {
+            let path = storage::mount(s)?;
+            self.0.sandbox_mounts.lock().unwrap_or_else(|e| e.into_inner()).push(path);
+        }
+        slog::info!(self.0.log, "sandbox created"; "sandbox" => &req.sandbox_id);
+        Ok(())
+    }
+
+    async fn destroy_sandbox(&self) -> Result<(), AgentError> {
+        for id in self.0.registry.ids() {
+            if let Err(e) = self.remove_container(&id, 10).await {
+                slog::warn!(self.0.log, "remove on destroy failed"; "container" => &id, "error" => %e);
+            }
+        }
+        let mounts = std::mem::take(&mut *self.0.sandbox_mounts.lock().unwrap_or_else(|e| e.into_inner()));
+        mounts.iter().rev().for_each(|p| storage::unmount(p));
+        self.0.shutdown.notify_one();
+        Ok(())
+    }
+}
+
+/// A cgroup can be removed only once the kernel has emptied it, which lags
+/// the init's exit a little.
+async fn remove_cgroup(c: &Container) {
+    let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+    for _ in 0..50 {
+        if cg.destroy().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[async_trait]
+impl agent_ttrpc::AgentService for Service {
+    async fn create_container(&self, _: &TtrpcContext, req: agent::CreateContainerRequest) -> RpcResult<Empty> {
+        Ok(Service::create_container(self, req).await.map(|_| Empty::new())?)
+    }
+
+    async fn start_container(&self, _: &TtrpcContext, req: agent::StartContainerRequest) -> RpcResult<Empty> {
+        Ok(Service::start_container(self, &req.container_id).await.map(|_| Empty::new())?)
+    }
+
+    async fn remove_container(&self, _: &TtrpcContext, req: agent::RemoveContainerRequest) -> RpcResult<Empty> {
+        Ok(Service::remove_container(self, &req.container_id, req.timeout).await.map(|_| Empty::new())?)
+    }
+
+    async fn signal_process(&self, _: &TtrpcContext, req: agent::SignalProcessRequest) -> RpcResult<Empty> {
+        Ok(self.signal(&req).map(|_| Empty::new())?)
+    }
+
+    async fn wait_process(&self, _: &TtrpcContext, req: agent::WaitProcessRequest) -> RpcResult<agent::WaitProcessResponse> {
+        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+        Ok(agent::WaitProcessResponse { status: p.wait().await, ..Default::default() })
+    }
+
+    async fn close_stdin(&self, _: &TtrpcContext, req: agent::CloseStdinRequest) -> RpcResult<Empty> {
+        self.0.registry.process(&req.container_id, &req.exec_id)?.io.close_stdin();
+        Ok(Empty::new())
+    }
+
+    async fn tty_win_resize(&self, _: &TtrpcContext, req: agent::TtyWinResizeRequest) -> RpcResult<Empty> {
+        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+        p.io.resize(req.row as u16, req.column as u16)?;
+        Ok(Empty::new())
+    }
+
+    async fn create_sandbox(&self, _: &TtrpcContext, req: agent::CreateSandboxRequest) -> RpcResult<Empty> {
+        Ok(Service::create_sandbox(self, req).await.map(|_| Empty::new())?)
+    }
+
+    async fn destroy_sandbox(&self, _: &TtrpcContext, _: agent::DestroySandboxRequest) -> RpcResult<Empty> {
+        Ok(Service::destroy_sandbox(self).await.map(|_| Empty::new())?)
+    }
+}
+
+#[async_trait]
+impl health_ttrpc::Health for Service {
+    async fn check(&self, _: &TtrpcContext, _: health::CheckRequest) -> RpcResult<health::HealthCheckResponse> {
+        Ok(health::HealthCheckResponse {
+            status: health::health_check_response::ServingStatus::SERVING.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn version(&self, _: &TtrpcContext, _: health::CheckRequest) -> RpcResult<health::VersionCheckResponse> {
+        Ok(health::VersionCheckResponse {
+            grpc_version: "hull-agent-api-1".into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listen on {what}: {source}")]
+    Listen {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ttrpc server: {0}")]
+    Ttrpc(#[from] ttrpc::Error),
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Serves the agent API and the stdio streams until DestroySandbox (or,
+/// off PID 1, SIGTERM/SIGINT).
+pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError> {
+    if !cfg.is_pid1 {
+        // Container inits are grandchildren; they must come back to us.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| ServeError::Listen { what: "subreaper".into(), source: e.into() })?;
+    }
+    let reaper = Reaper::start(log.clone()).map_err(ServeError::Signals)?;
+    let state = Arc::new(AgentState {
+        log: log.clone(),
+        registry: Arc::new(Registry::default()),
+        reaper,
+        sandbox_mounts: Mutex::new(Vec::new()),
+        shutdown: Arc::new(Notify::new()),
+    });
+    let service = Service(state.clone());
+    let (ttrpc_addr, streams) = match &cfg.endpoint {
+        Endpoint::Vsock { agent_port, stdio_port } => {
+            let l = StreamListener::vsock(*stdio_port)
+                .map_err(|source| ServeError::Listen { what: format!("vsock port {stdio_port}"), source })?;
+            (format!("vsock://-1:{agent_port}"), l)
+        }
+        Endpoint::Unix { dir } => {
+            let path = dir.join("stdio.sock");
+            let l = StreamListener::unix(&path)
+                .map_err(|source| ServeError::Listen { what: path.display().to_string(), source })?;
+            let agent = dir.join("agent.sock");
+            let _ = std::fs::remove_file(&agent);
+            (format!("unix://{}", agent.display()), l)
+        }
+    };
+    tokio::spawn(crate::stdio::serve(streams, state.registry.clone(), log.clone()));
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&ttrpc_addr)?
+        .register_service(agent_ttrpc::create_agent_service(Arc::new(service.clone())))
+        .register_service(health_ttrpc::create_health(Arc::new(service)));
+    server.start().await?;
+    slog::info!(log, "agent ready"; "address" => &ttrpc_addr);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServeError::Signals)?;
+    tokio::select! {
+        _ = state.shutdown.notified() => slog::info!(log, "sandbox destroyed, shutting down"),
+        _ = term.recv() => slog::info!(log, "SIGTERM, shutting down"),
+    }
+    // Let the DestroySandbox reply go out before the server goes away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = server.shutdown().await;
+    Ok(())
+}
