@@ -5,7 +5,11 @@ const MODULES: [&str; 5] = ["agent", "agent_ttrpc", "health", "health_ttrpc", "o
 
 fn main() -> std::io::Result<()> {
     let out_dir = std::env::var("OUT_DIR").map_err(std::io::Error::other)?;
-    let protos = ["protos/agent.proto", "protos/health.proto", "protos/oci.proto"];
+    let protos = [
+        "protos/agent.proto",
+        "protos/health.proto",
+        "protos/oci.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

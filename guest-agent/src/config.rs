@@ -33,7 +33,10 @@ pub struct AgentConfig {
 }
 
 fn parse_level(v: &str) -> Result<slog::Level, ConfigError> {
-    v.parse::<slog::Level>().map_err(|_| ConfigError::BadValue { key: "log level", value: v.to_string() })
+    v.parse::<slog::Level>().map_err(|_| ConfigError::BadValue {
+        key: "log level",
+        value: v.to_string(),
+    })
 }
 
 impl AgentConfig {
@@ -42,7 +45,10 @@ impl AgentConfig {
         let mut cfg = AgentConfig {
             is_pid1,
             log_level: slog::Level::Info,
-            endpoint: Endpoint::Vsock { agent_port: protocols::AGENT_PORT, stdio_port: protocols::STDIO_PORT },
+            endpoint: Endpoint::Vsock {
+                agent_port: protocols::AGENT_PORT,
+                stdio_port: protocols::STDIO_PORT,
+            },
             debug_console: false,
         };
         if is_pid1 {
@@ -57,13 +63,16 @@ impl AgentConfig {
     /// every other word belongs to the kernel.
     pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ConfigError> {
         for word in cmdline.split_whitespace() {
-            let Some((key, value)) = word.split_once('=') else { continue };
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
             match key {
                 "hull.log" => self.log_level = parse_level(value)?,
                 "hull.port" => {
-                    let port = value
-                        .parse()
-                        .map_err(|_| ConfigError::BadValue { key: "hull.port", value: value.into() })?;
+                    let port = value.parse().map_err(|_| ConfigError::BadValue {
+                        key: "hull.port",
+                        value: value.into(),
+                    })?;
                     if let Endpoint::Vsock { agent_port, .. } = &mut self.endpoint {
                         *agent_port = port;
                     }
@@ -72,7 +81,12 @@ impl AgentConfig {
                     self.debug_console = match value {
                         "on" | "1" | "true" => true,
                         "off" | "0" | "false" => false,
-                        _ => return Err(ConfigError::BadValue { key: "hull.debug_console", value: value.into() }),
+                        _ => {
+                            return Err(ConfigError::BadValue {
+                                key: "hull.debug_console",
+                                value: value.into(),
+                            })
+                        }
                     }
                 }
                 _ => {}
@@ -87,10 +101,13 @@ impl AgentConfig {
             match flag.as_str() {
                 "--unix-dir" => {
                     let dir = it.next().ok_or(ConfigError::MissingValue("--unix-dir"))?;
-                    self.endpoint = Endpoint::Unix { dir: PathBuf::from(dir) };
+                    self.endpoint = Endpoint::Unix {
+                        dir: PathBuf::from(dir),
+                    };
                 }
                 "--log-level" => {
-                    self.log_level = parse_level(it.next().ok_or(ConfigError::MissingValue("--log-level"))?)?
+                    self.log_level =
+                        parse_level(it.next().ok_or(ConfigError::MissingValue("--log-level"))?)?
                 }
                 other => return Err(ConfigError::UnknownFlag(other.to_string())),
             }
@@ -107,7 +124,10 @@ mod tests {
         AgentConfig {
             is_pid1: true,
             log_level: slog::Level::Info,
-            endpoint: Endpoint::Vsock { agent_port: 1024, stdio_port: 1025 },
+            endpoint: Endpoint::Vsock {
+                agent_port: 1024,
+                stdio_port: 1025,
+            },
             debug_console: false,
         }
     }
@@ -115,10 +135,17 @@ mod tests {
     #[test]
     fn cmdline_options_apply_and_kernel_words_are_ignored() {
         let mut c = base();
-        c.apply_cmdline("console=ttyS0 quiet hull.log=debug hull.port=2000 hull.debug_console=on").unwrap();
+        c.apply_cmdline("console=ttyS0 quiet hull.log=debug hull.port=2000 hull.debug_console=on")
+            .unwrap();
         assert_eq!(c.log_level, slog::Level::Debug);
         assert!(c.debug_console);
-        assert!(matches!(c.endpoint, Endpoint::Vsock { agent_port: 2000, .. }));
+        assert!(matches!(
+            c.endpoint,
+            Endpoint::Vsock {
+                agent_port: 2000,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -19,8 +19,18 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(exec_id: String, pid: i32, exit: watch::Receiver<Option<i32>>, io: ProcessIo) -> Self {
-        Process { exec_id, pid, exit, io }
+    pub fn new(
+        exec_id: String,
+        pid: i32,
+        exit: watch::Receiver<Option<i32>>,
+        io: ProcessIo,
+    ) -> Self {
+        Process {
+            exec_id,
+            pid,
+            exit,
+            io,
+        }
     }
 
     /// Waits for the exit status (exit code, or 128 + signal).
@@ -64,7 +74,10 @@ impl Container {
     }
 
     pub fn take_pending_start(&self) -> Option<Created> {
-        self.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.pending_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Every pid in the container's cgroup.
@@ -88,7 +101,11 @@ pub struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.registry.reserved.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.registry
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -103,7 +120,10 @@ impl Registry {
         if exists || !reserved.insert(id.to_string()) {
             return Err(AgentError::AlreadyExists(id.to_string()));
         }
-        Ok(Reservation { registry: self, id: id.to_string() })
+        Ok(Reservation {
+            registry: self,
+            id: id.to_string(),
+        })
     }
 
     pub fn insert(&self, _reservation: Reservation<'_>, c: Arc<Container>) {
@@ -111,7 +131,10 @@ impl Registry {
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Container>, AgentError> {
-        self.map().get(id).cloned().ok_or_else(|| AgentError::ContainerNotFound(id.to_string()))
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AgentError::ContainerNotFound(id.to_string()))
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Container>> {
@@ -129,6 +152,9 @@ impl Registry {
         if exec_id.is_empty() || exec_id == c.init.exec_id {
             return Ok(c.init.clone());
         }
-        Err(AgentError::ProcessNotFound { container_id: container_id.to_string(), exec_id: exec_id.to_string() })
+        Err(AgentError::ProcessNotFound {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+        })
     }
 }

@@ -8,15 +8,26 @@ pub enum AgentError {
     #[error("container {0:?} not found")]
     ContainerNotFound(String),
     #[error("process {exec_id:?} of container {container_id:?} not found")]
-    ProcessNotFound { container_id: String, exec_id: String },
+    ProcessNotFound {
+        container_id: String,
+        exec_id: String,
+    },
     #[error("container {0:?} already exists")]
     AlreadyExists(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("container {id:?} is {state}: cannot {action}")]
-    WrongState { id: String, state: &'static str, action: &'static str },
+    WrongState {
+        id: String,
+        state: &'static str,
+        action: &'static str,
+    },
     #[error("{stream} of {container_id:?}/{exec_id:?} is already attached")]
-    StreamTaken { container_id: String, exec_id: String, stream: &'static str },
+    StreamTaken {
+        container_id: String,
+        exec_id: String,
+        stream: &'static str,
+    },
     #[error(transparent)]
     Container(#[from] rustjail::container::ContainerError),
     #[error(transparent)]
@@ -33,7 +44,10 @@ pub enum AgentError {
 
 impl AgentError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        AgentError::Invalid { field, reason: reason.into() }
+        AgentError::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub fn sys(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
@@ -44,7 +58,9 @@ impl AgentError {
     pub fn code(&self) -> Code {
         use rustjail::container::ContainerError as C;
         match self {
-            AgentError::ContainerNotFound(_) | AgentError::ProcessNotFound { .. } => Code::NOT_FOUND,
+            AgentError::ContainerNotFound(_) | AgentError::ProcessNotFound { .. } => {
+                Code::NOT_FOUND
+            }
             AgentError::AlreadyExists(_) | AgentError::StreamTaken { .. } => Code::ALREADY_EXISTS,
             AgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
             AgentError::WrongState { .. } => Code::FAILED_PRECONDITION,
@@ -69,10 +85,23 @@ mod tests {
 
     #[test]
     fn codes_are_specific() {
-        assert_eq!(AgentError::ContainerNotFound("x".into()).code(), Code::NOT_FOUND);
-        assert_eq!(AgentError::AlreadyExists("x".into()).code(), Code::ALREADY_EXISTS);
-        assert_eq!(AgentError::invalid("container_id", "empty").code(), Code::INVALID_ARGUMENT);
-        let e = AgentError::WrongState { id: "x".into(), state: "running", action: "start" };
+        assert_eq!(
+            AgentError::ContainerNotFound("x".into()).code(),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            AgentError::AlreadyExists("x".into()).code(),
+            Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            AgentError::invalid("container_id", "empty").code(),
+            Code::INVALID_ARGUMENT
+        );
+        let e = AgentError::WrongState {
+            id: "x".into(),
+            state: "running",
+            action: "start",
+        };
         assert_eq!(e.code(), Code::FAILED_PRECONDITION);
     }
 }

@@ -15,7 +15,9 @@ pub enum StreamListener {
 impl StreamListener {
     pub fn vsock(port: u32) -> std::io::Result<Self> {
         let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
-        Ok(StreamListener::Vsock(tokio_vsock::VsockListener::bind(addr)?))
+        Ok(StreamListener::Vsock(tokio_vsock::VsockListener::bind(
+            addr,
+        )?))
     }
 
     pub fn unix(path: &Path) -> std::io::Result<Self> {

@@ -14,6 +14,7 @@ mod reaper;
 mod rpc;
 mod stdio;
 mod storage;
+mod switch_root;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -21,6 +22,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("init") {
         run_container_init(&args[2..]);
+    }
+    if std::process::id() == 1 {
+        if let Err(e) = early_pid1() {
+            eprintln!("hull-agent: {e}");
+            pid1::exit(1);
+        }
     }
     let code = match config::AgentConfig::load(&args[1..]) {
         Ok(cfg) => agent_main(cfg),
@@ -30,6 +37,16 @@ fn main() {
         }
     };
     pid1::exit(code);
+}
+
+/// Before configuration can be read: /proc, and a root that is not the
+/// initramfs.
+fn early_pid1() -> Result<(), Box<dyn std::error::Error>> {
+    pid1::mount_proc()?;
+    if switch_root::on_initramfs() {
+        switch_root::leave_initramfs()?;
+    }
+    Ok(())
 }
 
 fn run_container_init(args: &[String]) -> ! {

@@ -39,43 +39,89 @@ struct BaseMount {
     data: Option<&'static str>,
 }
 
-const fn base(fstype: &'static str, target: &'static str, flags: MsFlags, data: Option<&'static str>) -> BaseMount {
-    BaseMount { fstype, target, flags, data }
+const fn base(
+    fstype: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+) -> BaseMount {
+    BaseMount {
+        fstype,
+        target,
+        flags,
+        data,
+    }
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags =
-    MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 const BASE_MOUNTS: &[BaseMount] = &[
-    base("proc", "/proc", NOSUID_NODEV_NOEXEC, None),
     base("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
     base("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
-    base("devpts", "/dev/pts", MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), Some("newinstance,ptmxmode=0666,mode=0620")),
-    base("tmpfs", "/dev/shm", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), Some("mode=1777")),
-    base("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), Some("mode=0755")),
+    base(
+        "devpts",
+        "/dev/pts",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ),
+    base(
+        "tmpfs",
+        "/dev/shm",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        Some("mode=1777"),
+    ),
+    base(
+        "tmpfs",
+        "/run",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        Some("mode=0755"),
+    ),
     base("cgroup2", "/sys/fs/cgroup", NOSUID_NODEV_NOEXEC, None),
 ];
 
+const PROC: BaseMount = base("proc", "/proc", NOSUID_NODEV_NOEXEC, None);
+
+fn mount_base(m: &BaseMount) -> Result<(), Pid1Error> {
+    std::fs::create_dir_all(m.target).map_err(|source| Pid1Error::Mkdir {
+        path: m.target,
+        source,
+    })?;
+    match nix::mount::mount(Some(m.fstype), m.target, Some(m.fstype), m.flags, m.data) {
+        Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
+        Err(source) => Err(Pid1Error::Mount {
+            fstype: m.fstype,
+            target: m.target,
+            source,
+        }),
+    }
+}
+
+/// Mounts /proc, which the configuration (the kernel command line) needs
+/// before anything else runs.
+pub fn mount_proc() -> Result<(), Pid1Error> {
+    mount_base(&PROC)
+}
+
 pub fn setup(log: &slog::Logger) -> Result<(), Pid1Error> {
     for m in BASE_MOUNTS {
-        std::fs::create_dir_all(m.target).map_err(|source| Pid1Error::Mkdir { path: m.target, source })?;
-        match nix::mount::mount(Some(m.fstype), m.target, Some(m.fstype), m.flags, m.data) {
-            Ok(()) | Err(nix::Error::EBUSY) => {}
-            Err(source) => return Err(Pid1Error::Mount { fstype: m.fstype, target: m.target, source }),
-        }
+        mount_base(m)?;
     }
     enable_cgroup_controllers(log);
-    load_modules(log, Path::new(MODULE_LIST))?;
-    // The container inits are our grandchildren; as PID 1 we reap them
-    // anyway, and the flag keeps that true in host mode too.
-    Ok(())
+    load_modules(log, Path::new(MODULE_LIST))
 }
 
 /// Lets child cgroups use every controller the kernel offers.
 fn enable_cgroup_controllers(log: &slog::Logger) {
     let root = Path::new("/sys/fs/cgroup");
-    let Ok(available) = std::fs::read_to_string(root.join("cgroup.controllers")) else { return };
-    let enable: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
+    let Ok(available) = std::fs::read_to_string(root.join("cgroup.controllers")) else {
+        return;
+    };
+    let enable: Vec<String> = available
+        .split_whitespace()
+        .map(|c| format!("+{c}"))
+        .collect();
     if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), enable.join(" ")) {
         slog::warn!(log, "cannot enable cgroup controllers"; "error" => %e);
     }
@@ -86,8 +132,15 @@ fn load_modules(log: &slog::Logger, list: &Path) -> Result<(), Pid1Error> {
         slog::info!(log, "no module list"; "path" => %list.display());
         return Ok(());
     };
-    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let err = |source| Pid1Error::Module { path: path.to_string(), source };
+    for path in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let err = |source| Pid1Error::Module {
+            path: path.to_string(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(err)?;
         match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
             Ok(()) | Err(nix::Error::EEXIST) => slog::debug!(log, "module loaded"; "path" => path),

@@ -56,7 +56,9 @@ impl Reaper {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
-                    let (Some(pid), Some(code)) = (status.pid(), exit_code(status)) else { continue };
+                    let (Some(pid), Some(code)) = (status.pid(), exit_code(status)) else {
+                        continue;
+                    };
                     slog::debug!(log, "reaped"; "pid" => pid.as_raw(), "status" => code);
                     self.deliver(pid.as_raw(), code);
                 }

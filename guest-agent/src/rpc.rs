@@ -41,7 +41,10 @@ fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
     if protocols::stream::valid_id(id) {
         Ok(())
     } else {
-        Err(AgentError::invalid(field, format!("{id:?} is not a valid identifier")))
+        Err(AgentError::invalid(
+            field,
+            format!("{id:?} is not a valid identifier"),
+        ))
     }
 }
 
@@ -52,7 +55,8 @@ fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
             "empty; this agent builds containers from the complete OCI spec (the OCI protobuf field alone is not enough)",
         ));
     }
-    serde_json::from_str(&req.hull_oci_spec_json).map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()))
+    serde_json::from_str(&req.hull_oci_spec_json)
+        .map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()))
 }
 
 impl Service {
@@ -64,29 +68,53 @@ impl Service {
             .as_ref()
             .map(|r| r.path().clone())
             .filter(|p| p.is_absolute())
-            .ok_or_else(|| AgentError::invalid("OCI root.path", "must be an absolute guest path"))?;
+            .ok_or_else(|| {
+                AgentError::invalid("OCI root.path", "must be an absolute guest path")
+            })?;
         let reservation = self.0.registry.reserve(&req.container_id)?;
-        let mut undo = scopeguard::guard(Vec::<PathBuf>::new(), |m| m.iter().rev().for_each(|p| storage::unmount(p)));
+        let mut undo = scopeguard::guard(Vec::<PathBuf>::new(), |m| {
+            m.iter().rev().for_each(|p| storage::unmount(p))
+        });
         for s in &req.storages {
             undo.push(storage::mount(s)?);
         }
         let process = spec.process().clone().unwrap_or_default();
         let (io, stdio) = if process.terminal().unwrap_or(false) {
             let size = process.console_size();
-            ProcessIo::pty(size.map(|s| s.height() as u16).unwrap_or(24), size.map(|s| s.width() as u16).unwrap_or(80))?
+            ProcessIo::pty(
+                size.map(|s| s.height() as u16).unwrap_or(24),
+                size.map(|s| s.width() as u16).unwrap_or(80),
+            )?
         } else {
             ProcessIo::pipes()?
         };
-        let config = InitConfig { container_id: req.container_id.clone(), spec, rootfs };
-        let cmd = InitCommand { binary: PathBuf::from("/proc/self/exe"), args: vec!["init".into()] };
-        let created = tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
-            .await
-            .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
+        let config = InitConfig {
+            container_id: req.container_id.clone(),
+            spec,
+            rootfs,
+        };
+        let cmd = InitCommand {
+            binary: PathBuf::from("/proc/self/exe"),
+            args: vec!["init".into()],
+        };
+        let created =
+            tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
+                .await
+                .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
         let pid = created.pid.as_raw();
-        let exec_id = if req.exec_id.is_empty() { req.container_id.clone() } else { req.exec_id.clone() };
+        let exec_id = if req.exec_id.is_empty() {
+            req.container_id.clone()
+        } else {
+            req.exec_id.clone()
+        };
         let init = Arc::new(Process::new(exec_id, pid, self.0.reaper.watch(pid), io));
         let mounts = scopeguard::ScopeGuard::into_inner(undo);
-        let container = Arc::new(Container::new(req.container_id.clone(), init, created, mounts));
+        let container = Arc::new(Container::new(
+            req.container_id.clone(),
+            init,
+            created,
+            mounts,
+        ));
         self.0.registry.insert(reservation, container);
         slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
         Ok(())
@@ -94,9 +122,11 @@ impl Service {
 
     async fn start_container(&self, id: &str) -> Result<(), AgentError> {
         let c = self.0.registry.get(id)?;
-        let created = c
-            .take_pending_start()
-            .ok_or(AgentError::WrongState { id: id.to_string(), state: "already started", action: "start" })?;
+        let created = c.take_pending_start().ok_or(AgentError::WrongState {
+            id: id.to_string(),
+            state: "already started",
+            action: "start",
+        })?;
         tokio::task::spawn_blocking(move || created.start())
             .await
             .map_err(|e| AgentError::sys("start task")(std::io::Error::other(e)))??;
@@ -105,8 +135,9 @@ impl Service {
     }
 
     fn signal(&self, req: &agent::SignalProcessRequest) -> Result<(), AgentError> {
-        let sig = Signal::try_from(req.signal as i32)
-            .map_err(|_| AgentError::invalid("signal", format!("{} is not a signal", req.signal)))?;
+        let sig = Signal::try_from(req.signal as i32).map_err(|_| {
+            AgentError::invalid("signal", format!("{} is not a signal", req.signal))
+        })?;
         let c = self.0.registry.get(&req.container_id)?;
         let pids: Vec<i32> = if req.exec_id.is_empty() {
             c.pids().into_iter().map(|p| p as i32).collect()
@@ -140,8 +171,14 @@ impl Service {
         let wait = c.init.wait();
         if timeout == 0 {
             wait.await;
-        } else if tokio::time::timeout(Duration::from_secs(timeout.into()), wait).await.is_err() {
-            return Err(AgentError::Timeout { what: format!("container {id:?} to die"), secs: timeout });
+        } else if tokio::time::timeout(Duration::from_secs(timeout.into()), wait)
+            .await
+            .is_err()
+        {
+            return Err(AgentError::Timeout {
+                what: format!("container {id:?} to die"),
+                secs: timeout,
+            });
         }
         remove_cgroup(&c).await;
         c.mounts.iter().rev().for_each(|p| storage::unmount(p));
@@ -152,11 +189,16 @@ impl Service {
 
     async fn create_sandbox(&self, req: agent::CreateSandboxRequest) -> Result<(), AgentError> {
         if !req.hostname.is_empty() {
-            nix::unistd::sethostname(&req.hostname).map_err(|e| AgentError::sys("sethostname")(e.into()))?;
+            nix::unistd::sethostname(&req.hostname)
+                .map_err(|e| AgentError::sys("sethostname")(e.into()))?;
         }
         for s in &req.storages {
             let path = storage::mount(s)?;
-            self.0.sandbox_mounts.lock().unwrap_or_else(|e| e.into_inner()).push(path);
+            self.0
+                .sandbox_mounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path);
         }
         slog::info!(self.0.log, "sandbox created"; "sandbox" => &req.sandbox_id);
         Ok(())
@@ -168,7 +210,13 @@ impl Service {
                 slog::warn!(self.0.log, "remove on destroy failed"; "container" => &id, "error" => %e);
             }
         }
-        let mounts = std::mem::take(&mut *self.0.sandbox_mounts.lock().unwrap_or_else(|e| e.into_inner()));
+        let mounts = std::mem::take(
+            &mut *self
+                .0
+                .sandbox_mounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         mounts.iter().rev().for_each(|p| storage::unmount(p));
         self.0.shutdown.notify_one();
         Ok(())
@@ -189,57 +237,118 @@ async fn remove_cgroup(c: &Container) {
 
 #[async_trait]
 impl agent_ttrpc::AgentService for Service {
-    async fn create_container(&self, _: &TtrpcContext, req: agent::CreateContainerRequest) -> RpcResult<Empty> {
-        Ok(Service::create_container(self, req).await.map(|_| Empty::new())?)
+    async fn create_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::CreateContainerRequest,
+    ) -> RpcResult<Empty> {
+        Ok(Service::create_container(self, req)
+            .await
+            .map(|_| Empty::new())?)
     }
 
-    async fn start_container(&self, _: &TtrpcContext, req: agent::StartContainerRequest) -> RpcResult<Empty> {
-        Ok(Service::start_container(self, &req.container_id).await.map(|_| Empty::new())?)
+    async fn start_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::StartContainerRequest,
+    ) -> RpcResult<Empty> {
+        Ok(Service::start_container(self, &req.container_id)
+            .await
+            .map(|_| Empty::new())?)
     }
 
-    async fn remove_container(&self, _: &TtrpcContext, req: agent::RemoveContainerRequest) -> RpcResult<Empty> {
-        Ok(Service::remove_container(self, &req.container_id, req.timeout).await.map(|_| Empty::new())?)
+    async fn remove_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::RemoveContainerRequest,
+    ) -> RpcResult<Empty> {
+        Ok(
+            Service::remove_container(self, &req.container_id, req.timeout)
+                .await
+                .map(|_| Empty::new())?,
+        )
     }
 
-    async fn signal_process(&self, _: &TtrpcContext, req: agent::SignalProcessRequest) -> RpcResult<Empty> {
+    async fn signal_process(
+        &self,
+        _: &TtrpcContext,
+        req: agent::SignalProcessRequest,
+    ) -> RpcResult<Empty> {
         Ok(self.signal(&req).map(|_| Empty::new())?)
     }
 
-    async fn wait_process(&self, _: &TtrpcContext, req: agent::WaitProcessRequest) -> RpcResult<agent::WaitProcessResponse> {
+    async fn wait_process(
+        &self,
+        _: &TtrpcContext,
+        req: agent::WaitProcessRequest,
+    ) -> RpcResult<agent::WaitProcessResponse> {
         let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
-        Ok(agent::WaitProcessResponse { status: p.wait().await, ..Default::default() })
+        Ok(agent::WaitProcessResponse {
+            status: p.wait().await,
+            ..Default::default()
+        })
     }
 
-    async fn close_stdin(&self, _: &TtrpcContext, req: agent::CloseStdinRequest) -> RpcResult<Empty> {
-        self.0.registry.process(&req.container_id, &req.exec_id)?.io.close_stdin();
+    async fn close_stdin(
+        &self,
+        _: &TtrpcContext,
+        req: agent::CloseStdinRequest,
+    ) -> RpcResult<Empty> {
+        self.0
+            .registry
+            .process(&req.container_id, &req.exec_id)?
+            .io
+            .close_stdin();
         Ok(Empty::new())
     }
 
-    async fn tty_win_resize(&self, _: &TtrpcContext, req: agent::TtyWinResizeRequest) -> RpcResult<Empty> {
+    async fn tty_win_resize(
+        &self,
+        _: &TtrpcContext,
+        req: agent::TtyWinResizeRequest,
+    ) -> RpcResult<Empty> {
         let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
         p.io.resize(req.row as u16, req.column as u16)?;
         Ok(Empty::new())
     }
 
-    async fn create_sandbox(&self, _: &TtrpcContext, req: agent::CreateSandboxRequest) -> RpcResult<Empty> {
-        Ok(Service::create_sandbox(self, req).await.map(|_| Empty::new())?)
+    async fn create_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: agent::CreateSandboxRequest,
+    ) -> RpcResult<Empty> {
+        Ok(Service::create_sandbox(self, req)
+            .await
+            .map(|_| Empty::new())?)
     }
 
-    async fn destroy_sandbox(&self, _: &TtrpcContext, _: agent::DestroySandboxRequest) -> RpcResult<Empty> {
+    async fn destroy_sandbox(
+        &self,
+        _: &TtrpcContext,
+        _: agent::DestroySandboxRequest,
+    ) -> RpcResult<Empty> {
         Ok(Service::destroy_sandbox(self).await.map(|_| Empty::new())?)
     }
 }
 
 #[async_trait]
 impl health_ttrpc::Health for Service {
-    async fn check(&self, _: &TtrpcContext, _: health::CheckRequest) -> RpcResult<health::HealthCheckResponse> {
+    async fn check(
+        &self,
+        _: &TtrpcContext,
+        _: health::CheckRequest,
+    ) -> RpcResult<health::HealthCheckResponse> {
         Ok(health::HealthCheckResponse {
             status: health::health_check_response::ServingStatus::SERVING.into(),
             ..Default::default()
         })
     }
 
-    async fn version(&self, _: &TtrpcContext, _: health::CheckRequest) -> RpcResult<health::VersionCheckResponse> {
+    async fn version(
+        &self,
+        _: &TtrpcContext,
+        _: health::CheckRequest,
+    ) -> RpcResult<health::VersionCheckResponse> {
         Ok(health::VersionCheckResponse {
             grpc_version: "hull-agent-api-1".into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -262,13 +371,26 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
+/// Time since the kernel started, from /proc/uptime.
+fn uptime_ms() -> u64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    (secs * 1000.0) as u64
+}
+
 /// Serves the agent API and the stdio streams until DestroySandbox (or,
 /// off PID 1, SIGTERM/SIGINT).
 pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError> {
     if !cfg.is_pid1 {
         // Container inits are grandchildren; they must come back to us.
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| ServeError::Listen { what: "subreaper".into(), source: e.into() })?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| ServeError::Listen {
+            what: "subreaper".into(),
+            source: e.into(),
+        })?;
     }
     let reaper = Reaper::start(log.clone()).map_err(ServeError::Signals)?;
     let state = Arc::new(AgentState {
@@ -280,29 +402,41 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
     });
     let service = Service(state.clone());
     let (ttrpc_addr, streams) = match &cfg.endpoint {
-        Endpoint::Vsock { agent_port, stdio_port } => {
-            let l = StreamListener::vsock(*stdio_port)
-                .map_err(|source| ServeError::Listen { what: format!("vsock port {stdio_port}"), source })?;
+        Endpoint::Vsock {
+            agent_port,
+            stdio_port,
+        } => {
+            let l = StreamListener::vsock(*stdio_port).map_err(|source| ServeError::Listen {
+                what: format!("vsock port {stdio_port}"),
+                source,
+            })?;
             (format!("vsock://-1:{agent_port}"), l)
         }
         Endpoint::Unix { dir } => {
             let path = dir.join("stdio.sock");
-            let l = StreamListener::unix(&path)
-                .map_err(|source| ServeError::Listen { what: path.display().to_string(), source })?;
+            let l = StreamListener::unix(&path).map_err(|source| ServeError::Listen {
+                what: path.display().to_string(),
+                source,
+            })?;
             let agent = dir.join("agent.sock");
             let _ = std::fs::remove_file(&agent);
             (format!("unix://{}", agent.display()), l)
         }
     };
-    tokio::spawn(crate::stdio::serve(streams, state.registry.clone(), log.clone()));
+    tokio::spawn(crate::stdio::serve(
+        streams,
+        state.registry.clone(),
+        log.clone(),
+    ));
     let mut server = ttrpc::r#async::Server::new()
         .bind(&ttrpc_addr)?
         .register_service(agent_ttrpc::create_agent_service(Arc::new(service.clone())))
         .register_service(health_ttrpc::create_health(Arc::new(service)));
     server.start().await?;
-    slog::info!(log, "agent ready"; "address" => &ttrpc_addr);
+    slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => uptime_ms());
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signals)?;
     tokio::select! {
         _ = state.shutdown.notified() => slog::info!(log, "sandbox destroyed, shutting down"),
         _ = term.recv() => slog::info!(log, "SIGTERM, shutting down"),

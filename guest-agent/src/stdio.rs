@@ -53,16 +53,36 @@ impl ProcessIo {
         let (in_r, in_w) = pipe_pair()?;
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
-        Ok((ProcessIo::new(in_w, out_r, Some(err_r), None), InitStdio { stdin: in_r, stdout: out_w, stderr: err_w }))
+        Ok((
+            ProcessIo::new(in_w, out_r, Some(err_r), None),
+            InitStdio {
+                stdin: in_r,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        ))
     }
 
     /// A pseudo-terminal: stdin and stdout are its master, there is no stderr.
     pub fn pty(rows: u16, cols: u16) -> Result<(Self, InitStdio), AgentError> {
-        let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-        let pty = nix::pty::openpty(Some(&size), None).map_err(|e| AgentError::sys("openpty")(e.into()))?;
-        nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| AgentError::sys("cloexec pty")(e.into()))?;
-        let stdio = InitStdio { stdin: dup(&pty.slave)?, stdout: dup(&pty.slave)?, stderr: pty.slave };
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None)
+            .map_err(|e| AgentError::sys("openpty")(e.into()))?;
+        nix::fcntl::fcntl(
+            &pty.master,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| AgentError::sys("cloexec pty")(e.into()))?;
+        let stdio = InitStdio {
+            stdin: dup(&pty.slave)?,
+            stdout: dup(&pty.slave)?,
+            stderr: pty.slave,
+        };
         let io = ProcessIo::new(dup(&pty.master)?, dup(&pty.master)?, None, Some(pty.master));
         Ok((io, stdio))
     }
@@ -85,14 +105,30 @@ impl ProcessIo {
 
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), AgentError> {
         let Some(tty) = &self.tty else {
-            return Err(AgentError::invalid("exec_id", "the process has no terminal"));
+            return Err(AgentError::invalid(
+                "exec_id",
+                "the process has no terminal",
+            ));
         };
-        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which is valid
         // for the call; the fd is an open pty master we own.
-        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(tty), libc::TIOCSWINSZ, &size) };
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(tty),
+                libc::TIOCSWINSZ,
+                &size,
+            )
+        };
         if rc < 0 {
-            return Err(AgentError::sys("TIOCSWINSZ")(std::io::Error::last_os_error()));
+            return Err(AgentError::sys("TIOCSWINSZ")(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -123,7 +159,10 @@ pub async fn serve(listener: StreamListener, registry: Arc<Registry>, log: slog:
 async fn read_header(conn: &mut Box<dyn Conn>) -> Result<String, AgentError> {
     let mut line = Vec::with_capacity(96);
     loop {
-        let b = conn.read_u8().await.map_err(AgentError::sys("read stream header"))?;
+        let b = conn
+            .read_u8()
+            .await
+            .map_err(AgentError::sys("read stream header"))?;
         if b == b'\n' {
             break;
         }
@@ -135,7 +174,11 @@ async fn read_header(conn: &mut Box<dyn Conn>) -> Result<String, AgentError> {
     String::from_utf8(line).map_err(|_| AgentError::invalid("stream header", "not UTF-8"))
 }
 
-async fn attach(mut conn: Box<dyn Conn>, registry: &Registry, log: &slog::Logger) -> Result<(), AgentError> {
+async fn attach(
+    mut conn: Box<dyn Conn>,
+    registry: &Registry,
+    log: &slog::Logger,
+) -> Result<(), AgentError> {
     let line = read_header(&mut conn).await?;
     let header = match StreamHeader::parse(&line) {
         Ok(h) => h,
@@ -146,11 +189,15 @@ async fn attach(mut conn: Box<dyn Conn>, registry: &Registry, log: &slog::Logger
     };
     let taken = registry
         .process(&header.container_id, &header.exec_id)
-        .and_then(|p| p.io.take(header.kind).map(|fd| (p, fd)).ok_or(AgentError::StreamTaken {
-            container_id: header.container_id.clone(),
-            exec_id: header.exec_id.clone(),
-            stream: header.kind.as_str(),
-        }));
+        .and_then(|p| {
+            p.io.take(header.kind)
+                .map(|fd| (p, fd))
+                .ok_or(AgentError::StreamTaken {
+                    container_id: header.container_id.clone(),
+                    exec_id: header.exec_id.clone(),
+                    stream: header.kind.as_str(),
+                })
+        });
     let (process, fd) = match taken {
         Ok(t) => t,
         Err(e) => {
@@ -158,7 +205,9 @@ async fn attach(mut conn: Box<dyn Conn>, registry: &Registry, log: &slog::Logger
             return Err(e);
         }
     };
-    conn.write_all(b"OK\n").await.map_err(AgentError::sys("write stream reply"))?;
+    conn.write_all(b"OK\n")
+        .await
+        .map_err(AgentError::sys("write stream reply"))?;
     slog::debug!(log, "stream attached"; "container" => &header.container_id, "exec" => &header.exec_id, "stream" => header.kind.as_str());
     match header.kind {
         StreamKind::Stdin => copy_stdin(conn, fd, &process.io).await,
@@ -167,7 +216,8 @@ async fn attach(mut conn: Box<dyn Conn>, registry: &Registry, log: &slog::Logger
 }
 
 async fn copy_output(fd: OwnedFd, mut conn: Box<dyn Conn>) -> Result<(), AgentError> {
-    let mut rx = pipe::Receiver::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdout pipe"))?;
+    let mut rx =
+        pipe::Receiver::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdout pipe"))?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match rx.read(&mut buf).await {
@@ -177,13 +227,22 @@ async fn copy_output(fd: OwnedFd, mut conn: Box<dyn Conn>) -> Result<(), AgentEr
             Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) => return Err(AgentError::sys("read process output")(e)),
         };
-        conn.write_all(&buf[..n]).await.map_err(AgentError::sys("write output stream"))?;
+        conn.write_all(&buf[..n])
+            .await
+            .map_err(AgentError::sys("write output stream"))?;
     }
-    conn.shutdown().await.map_err(AgentError::sys("close output stream"))
+    conn.shutdown()
+        .await
+        .map_err(AgentError::sys("close output stream"))
 }
 
-async fn copy_stdin(mut conn: Box<dyn Conn>, fd: OwnedFd, io: &ProcessIo) -> Result<(), AgentError> {
-    let mut tx = pipe::Sender::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdin pipe"))?;
+async fn copy_stdin(
+    mut conn: Box<dyn Conn>,
+    fd: OwnedFd,
+    io: &ProcessIo,
+) -> Result<(), AgentError> {
+    let mut tx =
+        pipe::Sender::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdin pipe"))?;
     let mut buf = vec![0u8; 64 * 1024];
     let closed = io.close_stdin.notified();
     tokio::pin!(closed);

@@ -1,1 +1,28 @@
+//! The Hull shim: containerd's task API on the host, a VM per task, the
+//! container inside it run by the guest agent.
 
+pub mod accel;
+pub mod agent;
+pub mod config;
+pub mod errors;
+pub mod io;
+pub mod logging;
+pub mod rootfs;
+pub mod sandbox;
+pub mod service;
+pub mod task;
+pub mod vm;
+pub mod vsock;
+
+pub const RUNTIME_ID: &str = "io.containerd.hull.v2";
+
+/// The shim crate's own setup: Hull sets up logging itself, and supervises
+/// its children with tokio (the crate's reaper would steal their statuses).
+pub fn shim_config() -> containerd_shim::Config {
+    containerd_shim::Config {
+        no_setup_logger: true,
+        default_log_level: "info".into(),
+        no_reaper: true,
+        no_sub_reaper: true,
+    }
+}

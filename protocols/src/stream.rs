@@ -45,7 +45,6 @@ pub enum HeaderError {
     Malformed(String),
 }
 
-
 impl std::error::Error for HeaderError {}
 
 impl fmt::Display for HeaderError {
@@ -59,8 +58,16 @@ impl fmt::Display for HeaderError {
 impl StreamHeader {
     /// The header line, newline included.
     pub fn encode(&self) -> String {
-        let exec = if self.exec_id.is_empty() { "-" } else { &self.exec_id };
-        format!("{MAGIC} {} {exec} {}\n", self.container_id, self.kind.as_str())
+        let exec = if self.exec_id.is_empty() {
+            "-"
+        } else {
+            &self.exec_id
+        };
+        format!(
+            "{MAGIC} {} {exec} {}\n",
+            self.container_id,
+            self.kind.as_str()
+        )
     }
 
     /// Parses a header line (with or without its newline).
@@ -70,7 +77,10 @@ impl StreamHeader {
         if words.next() != Some(MAGIC) {
             return Err(bad("missing HULL-STREAM"));
         }
-        let container_id = words.next().filter(|s| valid_id(s)).ok_or_else(|| bad("bad container id"))?;
+        let container_id = words
+            .next()
+            .filter(|s| valid_id(s))
+            .ok_or_else(|| bad("bad container id"))?;
         let exec_id = match words.next() {
             Some("-") => "",
             Some(s) if valid_id(s) => s,
@@ -85,7 +95,11 @@ impl StreamHeader {
         if words.next().is_some() {
             return Err(bad("trailing words"));
         }
-        Ok(StreamHeader { container_id: container_id.to_string(), exec_id: exec_id.to_string(), kind })
+        Ok(StreamHeader {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            kind,
+        })
     }
 }
 
@@ -93,7 +107,8 @@ impl StreamHeader {
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 76
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
@@ -103,7 +118,11 @@ mod tests {
     #[test]
     fn header_round_trips() {
         for exec in ["", "exec-1"] {
-            let h = StreamHeader { container_id: "c1".into(), exec_id: exec.into(), kind: StreamKind::Stderr };
+            let h = StreamHeader {
+                container_id: "c1".into(),
+                exec_id: exec.into(),
+                kind: StreamKind::Stderr,
+            };
             assert_eq!(StreamHeader::parse(&h.encode()).unwrap(), h);
         }
     }

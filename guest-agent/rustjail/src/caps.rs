@@ -19,7 +19,11 @@ fn to_capset(caps: Option<&Capabilities>) -> Result<CapSet, CapsError> {
     let mut set = CapSet::empty();
     for c in caps.into_iter().flatten() {
         let name = c.to_string();
-        let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+        let name = if name.starts_with("CAP_") {
+            name
+        } else {
+            format!("CAP_{name}")
+        };
         // A capability this kernel does not know cannot be granted anyway.
         match name.parse::<Cap>() {
             Ok(cap) => set.add(cap),
@@ -57,18 +61,33 @@ impl CapPlan {
     pub fn before_user_switch(&self) -> Result<(), CapsError> {
         for cap in capctl::bounding::probe().iter() {
             if !self.bounding.has(cap) {
-                capctl::bounding::drop(cap).map_err(|source| CapsError::Sys { op: "drop bounding", source })?;
+                capctl::bounding::drop(cap).map_err(|source| CapsError::Sys {
+                    op: "drop bounding",
+                    source,
+                })?;
             }
         }
-        capctl::prctl::set_keepcaps(true).map_err(|source| CapsError::Sys { op: "keepcaps", source })
+        capctl::prctl::set_keepcaps(true).map_err(|source| CapsError::Sys {
+            op: "keepcaps",
+            source,
+        })
     }
 
     /// After switching user: set effective, permitted, inheritable, ambient.
     pub fn after_user_switch(&self) -> Result<(), CapsError> {
-        capctl::prctl::set_keepcaps(false).map_err(|source| CapsError::Sys { op: "keepcaps", source })?;
-        self.state.set_current().map_err(|source| CapsError::Sys { op: "capset", source })?;
+        capctl::prctl::set_keepcaps(false).map_err(|source| CapsError::Sys {
+            op: "keepcaps",
+            source,
+        })?;
+        self.state.set_current().map_err(|source| CapsError::Sys {
+            op: "capset",
+            source,
+        })?;
         for cap in self.ambient.iter() {
-            capctl::ambient::raise(cap).map_err(|source| CapsError::Sys { op: "raise ambient", source })?;
+            capctl::ambient::raise(cap).map_err(|source| CapsError::Sys {
+                op: "raise ambient",
+                source,
+            })?;
         }
         Ok(())
     }

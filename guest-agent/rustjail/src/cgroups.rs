@@ -38,17 +38,26 @@ pub fn cgroup_path(spec_path: Option<&std::path::Path>, id: &str) -> Result<Stri
 impl ContainerCgroup {
     /// Creates (or reuses) the cgroup and applies the spec's resources.
     pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self, CgroupError> {
-        let err = |source| CgroupError::Cgroups { path: path.to_string(), source };
+        let err = |source| CgroupError::Cgroups {
+            path: path.to_string(),
+            source,
+        };
         let cgroup = Cgroup::new(hierarchies::auto(), path).map_err(err)?;
         if let Some(r) = resources {
             cgroup.apply(&to_resources(r)).map_err(err)?;
         }
-        Ok(ContainerCgroup { path: path.to_string(), cgroup })
+        Ok(ContainerCgroup {
+            path: path.to_string(),
+            cgroup,
+        })
     }
 
     /// Loads an existing cgroup.
     pub fn load(path: &str) -> Self {
-        ContainerCgroup { path: path.to_string(), cgroup: Cgroup::load(hierarchies::auto(), path) }
+        ContainerCgroup {
+            path: path.to_string(),
+            cgroup: Cgroup::load(hierarchies::auto(), path),
+        }
     }
 
     pub fn path(&self) -> &str {
@@ -58,17 +67,27 @@ impl ContainerCgroup {
     pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
         self.cgroup
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|source| CgroupError::Cgroups { path: self.path.clone(), source })
+            .map_err(|source| CgroupError::Cgroups {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Every process in the cgroup.
     pub fn pids(&self) -> Vec<u32> {
-        self.cgroup.tasks().into_iter().map(|p| p.pid as u32).collect()
+        self.cgroup
+            .tasks()
+            .into_iter()
+            .map(|p| p.pid as u32)
+            .collect()
     }
 
     /// Removes the cgroup; it must be empty.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        self.cgroup.delete().map_err(|source| CgroupError::Cgroups { path: self.path.clone(), source })
+        self.cgroup.delete().map_err(|source| CgroupError::Cgroups {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -88,8 +107,11 @@ fn to_resources(r: &LinuxResources) -> Resources {
         out.cpu.mems = c.mems().clone();
     }
     if let Some(p) = r.pids() {
-        out.pid.maximum_number_of_processes =
-            Some(if p.limit() > 0 { MaxValue::Value(p.limit()) } else { MaxValue::Max });
+        out.pid.maximum_number_of_processes = Some(if p.limit() > 0 {
+            MaxValue::Value(p.limit())
+        } else {
+            MaxValue::Max
+        });
     }
     out
 }
@@ -101,7 +123,10 @@ mod tests {
     #[test]
     fn path_defaults_and_rejects_dotdot() {
         assert_eq!(cgroup_path(None, "c1").unwrap(), "hull/c1");
-        assert_eq!(cgroup_path(Some("/default/c1".as_ref()), "c1").unwrap(), "default/c1");
+        assert_eq!(
+            cgroup_path(Some("/default/c1".as_ref()), "c1").unwrap(),
+            "default/c1"
+        );
         assert!(cgroup_path(Some("/a/../../etc".as_ref()), "c1").is_err());
     }
 }

@@ -58,7 +58,9 @@ impl Channel {
     }
 
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Channel { stream: UnixStream::from(fd) }
+        Channel {
+            stream: UnixStream::from(fd),
+        }
     }
 
     pub fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ChannelError> {
@@ -105,10 +107,20 @@ mod tests {
     fn messages_round_trip_and_eof_is_none() {
         let (mut a, mut b) = Channel::pair().unwrap();
         a.send(&FromInit::Forked { pid: 42 }).unwrap();
-        a.send(&FromInit::Failed { stage: "mount".into(), message: "EPERM".into() }).unwrap();
+        a.send(&FromInit::Failed {
+            stage: "mount".into(),
+            message: "EPERM".into(),
+        })
+        .unwrap();
         drop(a);
-        assert!(matches!(b.recv::<FromInit>().unwrap(), Some(FromInit::Forked { pid: 42 })));
-        assert!(matches!(b.recv::<FromInit>().unwrap(), Some(FromInit::Failed { .. })));
+        assert!(matches!(
+            b.recv::<FromInit>().unwrap(),
+            Some(FromInit::Forked { pid: 42 })
+        ));
+        assert!(matches!(
+            b.recv::<FromInit>().unwrap(),
+            Some(FromInit::Failed { .. })
+        ));
         assert!(b.recv::<FromInit>().unwrap().is_none());
     }
 }

@@ -71,7 +71,11 @@ fn receive(channel: &mut Channel, waiting_for: &'static str) -> Result<FromInit,
 ///
 /// The spawned process is not waited for here: whoever reaps children in
 /// the caller (the agent's reaper, PID 1) collects it.
-pub fn create(cmd: &InitCommand, config: InitConfig, stdio: InitStdio) -> Result<Created, ContainerError> {
+pub fn create(
+    cmd: &InitCommand,
+    config: InitConfig,
+    stdio: InitStdio,
+) -> Result<Created, ContainerError> {
     let (mut parent, child) = Channel::pair().map_err(ChannelError::from)?;
     let child_fd: OwnedFd = OwnedFd::from(child_stream(child));
     let raw = child_fd.as_raw_fd();
@@ -93,17 +97,26 @@ pub fn create(cmd: &InitCommand, config: InitConfig, stdio: InitStdio) -> Result
             Ok(())
         });
     }
-    let spawned = command
-        .spawn()
-        .map_err(|source| ContainerError::Spawn { binary: cmd.binary.display().to_string(), source })?;
+    let spawned = command.spawn().map_err(|source| ContainerError::Spawn {
+        binary: cmd.binary.display().to_string(),
+        source,
+    })?;
     drop(child_fd);
     drop(spawned);
 
     let cgroup_path = cgroups::cgroup_path(
-        config.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()),
+        config
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_deref()),
         &config.container_id,
     )?;
-    let resources = config.spec.linux().as_ref().and_then(|l| l.resources().clone());
+    let resources = config
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone());
     parent.send(&ToInit::Config(Box::new(config)))?;
     let pid = match receive(&mut parent, "reporting its pid")? {
         FromInit::Forked { pid } => Pid::from_raw(pid),
@@ -113,7 +126,11 @@ pub fn create(cmd: &InitCommand, config: InitConfig, stdio: InitStdio) -> Result
     cgroup.add_process(pid.as_raw() as u32)?;
     parent.send(&ToInit::Proceed)?;
     match receive(&mut parent, "setup finished")? {
-        FromInit::Ready => Ok(Created { pid, cgroup, channel: parent }),
+        FromInit::Ready => Ok(Created {
+            pid,
+            cgroup,
+            channel: parent,
+        }),
         other => Err(ContainerError::Protocol(format!("{other:?}"))),
     }
 }
@@ -133,7 +150,9 @@ impl Created {
         match self.channel.recv::<FromInit>()? {
             // The channel is close-on-exec in the init: EOF means execve succeeded.
             None => Ok(()),
-            Some(FromInit::Failed { stage, message }) => Err(ContainerError::Init { stage, message }),
+            Some(FromInit::Failed { stage, message }) => {
+                Err(ContainerError::Init { stage, message })
+            }
             Some(other) => Err(ContainerError::Protocol(format!("{other:?}"))),
         }
     }

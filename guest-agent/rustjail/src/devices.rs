@@ -36,18 +36,25 @@ pub struct DeviceNode {
 
 /// The devices every container gets (the OCI "default devices").
 pub fn default_devices() -> Vec<DeviceNode> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(name, major, minor)| DeviceNode {
-            path: PathBuf::from("/dev").join(name),
-            kind: SFlag::S_IFCHR,
-            major,
-            minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| DeviceNode {
+        path: PathBuf::from("/dev").join(name),
+        kind: SFlag::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 impl TryFrom<&LinuxDevice> for DeviceNode {
@@ -79,15 +86,26 @@ impl TryFrom<&LinuxDevice> for DeviceNode {
 
 /// Creates `devices` under `rootfs`, replacing nothing that is already there
 /// only if it is the same node.
-pub fn create_devices(sys: &dyn Syscall, rootfs: &Path, devices: &[DeviceNode]) -> Result<(), DeviceError> {
+pub fn create_devices(
+    sys: &dyn Syscall,
+    rootfs: &Path,
+    devices: &[DeviceNode],
+) -> Result<(), DeviceError> {
     for d in devices {
-        let path = secure_join(rootfs, &d.path)
-            .map_err(|source| DeviceError::Path { path: d.path.display().to_string(), source })?;
+        let path = secure_join(rootfs, &d.path).map_err(|source| DeviceError::Path {
+            path: d.path.display().to_string(),
+            source,
+        })?;
         if let Some(parent) = path.parent() {
             sys.create_dir_all(parent)?;
         }
         let _ = std::fs::remove_file(&path);
-        sys.mknod(&path, d.kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor))?;
+        sys.mknod(
+            &path,
+            d.kind,
+            Mode::from_bits_truncate(d.mode),
+            makedev(d.major, d.minor),
+        )?;
         sys.chown(&path, d.uid, d.gid)?;
     }
     Ok(())
@@ -119,8 +137,21 @@ mod tests {
 
     #[test]
     fn default_devices_are_the_oci_set() {
-        let names: Vec<_> = default_devices().iter().map(|d| d.path.display().to_string()).collect();
-        assert_eq!(names, ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]);
+        let names: Vec<_> = default_devices()
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty"
+            ]
+        );
     }
 
     #[test]
@@ -138,7 +169,15 @@ mod tests {
         };
         create_devices(&sys, root.path(), &[dev]).unwrap();
         let calls = sys.calls.borrow();
-        assert!(calls.iter().any(|c| c.starts_with("mknod") && c.contains("dev/fuse 640")), "{calls:?}");
-        assert!(calls.iter().any(|c| c.ends_with("dev/fuse 5:6")), "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("mknod") && c.contains("dev/fuse 640")),
+            "{calls:?}"
+        );
+        assert!(
+            calls.iter().any(|c| c.ends_with("dev/fuse 5:6")),
+            "{calls:?}"
+        );
     }
 }

@@ -4,7 +4,6 @@
 //! which is what makes the fork for a new PID namespace safe.
 
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -57,29 +56,35 @@ pub fn run(channel_fd: OwnedFd) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let mut message = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
+    // Every error type here shows its cause in its own message.
+    let message = err.to_string();
     // The runtime may already be gone; there is no one else to tell.
-    let _ = channel.send(&FromInit::Failed { stage: stage.to_string(), message });
+    let _ = channel.send(&FromInit::Failed {
+        stage: stage.to_string(),
+        message,
+    });
     std::process::exit(1)
 }
 
 fn expect(channel: &mut Channel, expected: &'static str) -> Result<ToInit, InitError> {
     match channel.recv::<ToInit>()? {
         Some(m) => Ok(m),
-        None => Err(InitError::Protocol { expected, got: "end of channel".into() }),
+        None => Err(InitError::Protocol {
+            expected,
+            got: "end of channel".into(),
+        }),
     }
 }
 
 fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, InitError> {
     let config = match expect(channel, "Config")? {
         ToInit::Config(c) => *c,
-        other => return Err(InitError::Protocol { expected: "Config", got: format!("{other:?}") }),
+        other => {
+            return Err(InitError::Protocol {
+                expected: "Config",
+                got: format!("{other:?}"),
+            })
+        }
     };
     let spec = &config.spec;
     let linux = spec.linux().clone().unwrap_or_default();
@@ -93,35 +98,55 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
         *stage = "fork into pid namespace";
         // SAFETY: this process is single-threaded (a fresh exec of the
         // agent that started no threads), so the child may run arbitrary code.
-        match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Sys { op: "fork".into(), source })? {
+        match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Sys {
+            op: "fork".into(),
+            source,
+        })? {
             ForkResult::Parent { child } => {
-                channel.send(&FromInit::Forked { pid: child.as_raw() })?;
+                channel.send(&FromInit::Forked {
+                    pid: child.as_raw(),
+                })?;
                 std::process::exit(0)
             }
             ForkResult::Child => {}
         }
     } else {
-        channel.send(&FromInit::Forked { pid: nix::unistd::getpid().as_raw() })?;
+        channel.send(&FromInit::Forked {
+            pid: nix::unistd::getpid().as_raw(),
+        })?;
     }
 
     *stage = "wait for cgroup";
     match expect(channel, "Proceed")? {
         ToInit::Proceed => {}
-        other => return Err(InitError::Protocol { expected: "Proceed", got: format!("{other:?}") }),
+        other => {
+            return Err(InitError::Protocol {
+                expected: "Proceed",
+                got: format!("{other:?}"),
+            })
+        }
     }
     if plan.new_cgroup {
         *stage = "cgroup namespace";
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|source| InitError::Sys { op: "unshare cgroup namespace".into(), source })?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| InitError::Sys {
+            op: "unshare cgroup namespace".into(),
+            source,
+        })?;
     }
-    nix::unistd::setsid().map_err(|source| InitError::Sys { op: "setsid".into(), source })?;
+    nix::unistd::setsid().map_err(|source| InitError::Sys {
+        op: "setsid".into(),
+        source,
+    })?;
     let process = spec.process().clone().unwrap_or_default();
     if process.terminal().unwrap_or(false) {
         *stage = "controlling terminal";
         // SAFETY: TIOCSCTTY on fd 0, which the runtime set to the pty slave.
         let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
         if rc < 0 {
-            return Err(InitError::Sys { op: "TIOCSCTTY".into(), source: nix::Error::last() });
+            return Err(InitError::Sys {
+                op: "TIOCSCTTY".into(),
+                source: nix::Error::last(),
+            });
         }
     }
 
@@ -132,7 +157,10 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     if plan.creates(LinuxNamespaceType::Uts) {
         *stage = "hostname";
         if let Some(h) = spec.hostname() {
-            nix::unistd::sethostname(h).map_err(|source| InitError::Sys { op: format!("sethostname {h}"), source })?;
+            nix::unistd::sethostname(h).map_err(|source| InitError::Sys {
+                op: format!("sethostname {h}"),
+                source,
+            })?;
         }
     }
     *stage = "sysctl";
@@ -142,7 +170,12 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     *stage = "wait for start";
     match expect(channel, "Start")? {
         ToInit::Start => {}
-        other => return Err(InitError::Protocol { expected: "Start", got: format!("{other:?}") }),
+        other => {
+            return Err(InitError::Protocol {
+                expected: "Start",
+                got: format!("{other:?}"),
+            })
+        }
     }
     *stage = "process";
     start_process(&process)
@@ -157,10 +190,17 @@ fn build_rootfs(config: &InitConfig) -> Result<(), InitError> {
 }
 
 fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
-    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
+    let sysctls = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().clone())
+        .unwrap_or_default();
     for (key, value) in sysctls {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|source| InitError::Sysctl { key: key.clone(), source })?;
+        std::fs::write(&path, value).map_err(|source| InitError::Sysctl {
+            key: key.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -169,16 +209,26 @@ fn start_process(process: &oci_spec::runtime::Process) -> Result<Infallible, Ini
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| InitError::Sys { op: "oom_score_adj".into(), source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+            InitError::Sys {
+                op: "oom_score_adj".into(),
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
+            }
+        })?;
     }
     caps.before_user_switch()?;
     process::set_user(process.user())?;
     let cwd = process.cwd();
-    nix::unistd::chdir(cwd).map_err(|source| InitError::Sys { op: format!("chdir {}", cwd.display()), source })?;
+    nix::unistd::chdir(cwd).map_err(|source| InitError::Sys {
+        op: format!("chdir {}", cwd.display()),
+        source,
+    })?;
     caps.after_user_switch()?;
     if process.no_new_privileges().unwrap_or(false) {
-        capctl::prctl::set_no_new_privs().map_err(|source| CapsError::Sys { op: "no_new_privs", source })?;
+        capctl::prctl::set_no_new_privs().map_err(|source| CapsError::Sys {
+            op: "no_new_privs",
+            source,
+        })?;
     }
     Ok(process::exec(process)?)
 }

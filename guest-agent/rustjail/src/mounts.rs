@@ -80,7 +80,11 @@ const PROPAGATION_OPTIONS: &[(&str, MsFlags)] = &[
 /// Splits OCI mount options. Options that are neither flags nor propagation
 /// are passed to the filesystem as data, as runc does.
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut out = MountOptions { flags: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() };
+    let mut out = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: Vec::new(),
+    };
     for opt in options {
         if let Some((_, clear, flag)) = FLAG_OPTIONS.iter().find(|(name, _, _)| name == opt) {
             if *clear {
@@ -99,7 +103,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 
 /// Parses a rootfsPropagation value (`rslave`, `private`, ...).
 pub fn parse_propagation(value: &str) -> Option<MsFlags> {
-    PROPAGATION_OPTIONS.iter().find(|(name, _)| *name == value).map(|(_, f)| *f)
+    PROPAGATION_OPTIONS
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, f)| *f)
 }
 
 /// Mounts one spec entry under `rootfs`. The destination is resolved inside
@@ -109,8 +116,10 @@ pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBu
     if !m.destination().is_absolute() {
         return Err(MountError::RelativeDestination(dest_name));
     }
-    let dest = secure_join(rootfs, m.destination())
-        .map_err(|source| MountError::Path { destination: dest_name.clone(), source })?;
+    let dest = secure_join(rootfs, m.destination()).map_err(|source| MountError::Path {
+        destination: dest_name.clone(),
+        source,
+    })?;
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("none");
     let is_bind = opts.flags.contains(MsFlags::MS_BIND) || typ == "bind";
@@ -125,12 +134,24 @@ pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBu
     let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
     if is_bind {
         let flags = opts.flags | MsFlags::MS_BIND;
-        sys.mount(source, &dest, None, flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None)?;
+        sys.mount(
+            source,
+            &dest,
+            None,
+            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None,
+        )?;
         // A bind mount ignores every flag but MS_BIND/MS_REC on the first
         // call; the rest take effect through a remount.
         let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !rest.is_empty() {
-            sys.mount(None, &dest, None, rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None)?;
+            sys.mount(
+                None,
+                &dest,
+                None,
+                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None,
+            )?;
         }
     } else {
         let src = source.unwrap_or_else(|| Path::new(typ));
@@ -154,7 +175,14 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {
-        let o = parse_options(&strings(&["nosuid", "noexec", "rslave", "mode=755", "size=65536k", "rw"]));
+        let o = parse_options(&strings(&[
+            "nosuid",
+            "noexec",
+            "rslave",
+            "mode=755",
+            "size=65536k",
+            "rw",
+        ]));
         assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
         assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
         assert_eq!(o.data, strings(&["mode=755", "size=65536k"]));
@@ -182,14 +210,22 @@ mod tests {
         let calls = sys.calls.borrow();
         assert_eq!(calls.len(), 3, "{calls:?}");
         assert!(calls[1].contains("MS_BIND | MS_REC"), "{calls:?}");
-        assert!(calls[2].contains("MS_RDONLY") && calls[2].contains("MS_REMOUNT"), "{calls:?}");
+        assert!(
+            calls[2].contains("MS_RDONLY") && calls[2].contains("MS_REMOUNT"),
+            "{calls:?}"
+        );
     }
 
     #[test]
     fn proc_over_escaping_symlink_lands_inside_rootfs() {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/../../../etc", root.path().join("proc")).unwrap();
-        let m = MountBuilder::default().destination("/proc").typ("proc").source("proc").build().unwrap();
+        let m = MountBuilder::default()
+            .destination("/proc")
+            .typ("proc")
+            .source("proc")
+            .build()
+            .unwrap();
         let sys = RecordingSyscall::default();
         let dest = mount_entry(&sys, root.path(), &m).unwrap();
         assert_eq!(dest, root.path().join("etc"));
@@ -197,7 +233,11 @@ mod tests {
 
     #[test]
     fn relative_destination_is_rejected() {
-        let m = MountBuilder::default().destination("proc").typ("proc").build().unwrap();
+        let m = MountBuilder::default()
+            .destination("proc")
+            .typ("proc")
+            .build()
+            .unwrap();
         let sys = RecordingSyscall::default();
         assert!(matches!(
             mount_entry(&sys, Path::new("/tmp"), &m),

@@ -73,7 +73,11 @@ pub struct NamespacePlan {
 
 impl NamespacePlan {
     pub fn from_spec(namespaces: &[LinuxNamespace]) -> Result<Self, NamespaceError> {
-        let mut plan = NamespacePlan { unshare: CloneFlags::empty(), new_cgroup: false, join: Vec::new() };
+        let mut plan = NamespacePlan {
+            unshare: CloneFlags::empty(),
+            new_cgroup: false,
+            join: Vec::new(),
+        };
         let mut seen = CloneFlags::empty();
         for ns in namespaces {
             let flag = clone_flag(ns.typ());
@@ -99,7 +103,9 @@ impl NamespacePlan {
 
     /// Opens every namespace to join. Done before any is joined, because
     /// joining the mount namespace changes what the paths point at.
-    pub fn open_joins(&self) -> Result<Vec<(LinuxNamespaceType, PathBuf, OwnedFd)>, NamespaceError> {
+    pub fn open_joins(
+        &self,
+    ) -> Result<Vec<(LinuxNamespaceType, PathBuf, OwnedFd)>, NamespaceError> {
         self.join
             .iter()
             .map(|(t, path)| {
@@ -125,8 +131,10 @@ pub fn enter(plan: &NamespacePlan) -> Result<(), NamespaceError> {
         })?;
     }
     if !plan.unshare.is_empty() {
-        nix::sched::unshare(plan.unshare)
-            .map_err(|source| NamespaceError::Unshare { flags: plan.unshare, source })?;
+        nix::sched::unshare(plan.unshare).map_err(|source| NamespaceError::Unshare {
+            flags: plan.unshare,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -153,7 +161,10 @@ mod tests {
             ns(LinuxNamespaceType::Mount, None),
         ])
         .unwrap();
-        assert_eq!(plan.unshare, CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS);
+        assert_eq!(
+            plan.unshare,
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+        );
         assert!(plan.new_cgroup);
         assert_eq!(plan.join.len(), 1);
         assert!(plan.creates(LinuxNamespaceType::Pid));
@@ -162,7 +173,10 @@ mod tests {
 
     #[test]
     fn duplicate_namespace_is_rejected() {
-        let err = NamespacePlan::from_spec(&[ns(LinuxNamespaceType::Uts, None), ns(LinuxNamespaceType::Uts, None)]);
+        let err = NamespacePlan::from_spec(&[
+            ns(LinuxNamespaceType::Uts, None),
+            ns(LinuxNamespaceType::Uts, None),
+        ]);
         assert!(matches!(err, Err(NamespaceError::Duplicate("uts"))));
     }
 }

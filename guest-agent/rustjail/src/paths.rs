@@ -41,8 +41,10 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, PathError
                 if links > MAX_SYMLINKS {
                     return Err(PathError::SymlinkLoop(unsafe_path.display().to_string()));
                 }
-                let target = std::fs::read_link(&full)
-                    .map_err(|source| PathError::Io { path: full.display().to_string(), source })?;
+                let target = std::fs::read_link(&full).map_err(|source| PathError::Io {
+                    path: full.display().to_string(),
+                    source,
+                })?;
                 if target.is_absolute() {
                     resolved = PathBuf::new();
                 }
@@ -50,7 +52,12 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, PathError
             }
             Ok(_) => resolved = candidate,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => resolved = candidate,
-            Err(source) => return Err(PathError::Io { path: full.display().to_string(), source }),
+            Err(source) => {
+                return Err(PathError::Io {
+                    path: full.display().to_string(),
+                    source,
+                })
+            }
         }
     }
     Ok(root.join(resolved))
@@ -103,6 +110,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         symlink("b", root.path().join("a")).unwrap();
         symlink("a", root.path().join("b")).unwrap();
-        assert!(matches!(secure_join(root.path(), Path::new("a")), Err(PathError::SymlinkLoop(_))));
+        assert!(matches!(
+            secure_join(root.path(), Path::new("a")),
+            Err(PathError::SymlinkLoop(_))
+        ));
     }
 }

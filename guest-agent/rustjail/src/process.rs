@@ -45,7 +45,11 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {
 }
 
 /// Finds `name` the way execvp would, in the container's `PATH`.
-pub fn resolve_executable(name: &str, env: &[String], root: &Path) -> Result<PathBuf, ProcessError> {
+pub fn resolve_executable(
+    name: &str,
+    env: &[String],
+    root: &Path,
+) -> Result<PathBuf, ProcessError> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
@@ -90,8 +94,12 @@ fn rlimit_resource(t: PosixRlimitType) -> nix::sys::resource::Resource {
 
 pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<(), ProcessError> {
     for r in rlimits {
-        nix::sys::resource::setrlimit(rlimit_resource(r.typ()), r.soft(), r.hard())
-            .map_err(|source| ProcessError::Rlimit { typ: r.typ().to_string(), source })?;
+        nix::sys::resource::setrlimit(rlimit_resource(r.typ()), r.soft(), r.hard()).map_err(
+            |source| ProcessError::Rlimit {
+                typ: r.typ().to_string(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -106,10 +114,18 @@ pub fn set_user(user: &User) -> Result<(), ProcessError> {
         .map(|g| Gid::from_raw(*g))
         .collect();
     nix::unistd::setgroups(&groups).map_err(sys("setgroups"))?;
-    nix::unistd::setresgid(Gid::from_raw(user.gid()), Gid::from_raw(user.gid()), Gid::from_raw(user.gid()))
-        .map_err(sys(format!("setgid {}", user.gid())))?;
-    nix::unistd::setresuid(Uid::from_raw(user.uid()), Uid::from_raw(user.uid()), Uid::from_raw(user.uid()))
-        .map_err(sys(format!("setuid {}", user.uid())))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(user.gid()),
+        Gid::from_raw(user.gid()),
+        Gid::from_raw(user.gid()),
+    )
+    .map_err(sys(format!("setgid {}", user.gid())))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(user.uid()),
+        Uid::from_raw(user.uid()),
+        Uid::from_raw(user.uid()),
+    )
+    .map_err(sys(format!("setuid {}", user.uid())))?;
     if let Some(mask) = user.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -117,7 +133,10 @@ pub fn set_user(user: &User) -> Result<(), ProcessError> {
 }
 
 fn cstrings(items: &[String], what: &'static str) -> Result<Vec<CString>, ProcessError> {
-    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul { what })).collect()
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul { what }))
+        .collect()
 }
 
 /// Replaces this process with the spec's program. Returns only on failure.
@@ -126,12 +145,16 @@ pub fn exec(process: &Process) -> Result<Infallible, ProcessError> {
     let first = args.first().ok_or(ProcessError::NoArgs)?;
     let env = process.env().clone().unwrap_or_default();
     let path = resolve_executable(first, &env, Path::new("/"))?;
-    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| ProcessError::Nul { what: "process.args[0]" })?;
+    let c_path =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ProcessError::Nul {
+            what: "process.args[0]",
+        })?;
     let c_args = cstrings(&args, "process.args")?;
     let c_env = cstrings(&env, "process.env")?;
-    nix::unistd::execve(&c_path, &c_args, &c_env)
-        .map_err(|source| ProcessError::Exec { path: path.display().to_string(), source })
+    nix::unistd::execve(&c_path, &c_args, &c_env).map_err(|source| ProcessError::Exec {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -146,9 +169,18 @@ mod tests {
         std::fs::write(&tool, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = vec!["PATH=/nowhere:/opt/bin".to_string()];
-        assert_eq!(resolve_executable("tool", &env, root.path()).unwrap(), PathBuf::from("/opt/bin/tool"));
-        assert!(matches!(resolve_executable("sh", &env, root.path()), Err(ProcessError::NotFound(_))));
-        assert_eq!(resolve_executable("./x", &env, root.path()).unwrap(), PathBuf::from("./x"));
+        assert_eq!(
+            resolve_executable("tool", &env, root.path()).unwrap(),
+            PathBuf::from("/opt/bin/tool")
+        );
+        assert!(matches!(
+            resolve_executable("sh", &env, root.path()),
+            Err(ProcessError::NotFound(_))
+        ));
+        assert_eq!(
+            resolve_executable("./x", &env, root.path()).unwrap(),
+            PathBuf::from("./x")
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub enum RootfsError {
 }
 
 fn propagation(spec: &Spec) -> Result<MsFlags, RootfsError> {
-    match spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) {
+    match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+    {
         None => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
         Some(p) => mounts::parse_propagation(&p).ok_or(RootfsError::BadPropagation(p)),
     }
@@ -35,12 +39,23 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path) -> Result<(), Root
     // (or the guest's shared directory).
     sys.mount(None, Path::new("/"), None, propagation(spec)?, None)?;
     // pivot_root needs the new root to be a mount point.
-    sys.mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys.mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         mounts::mount_entry(sys, rootfs, m)?;
     }
     let mut nodes = devices::default_devices();
-    for d in spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default() {
+    for d in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default()
+    {
         nodes.push(DeviceNode::try_from(&d)?);
     }
     devices::create_devices(sys, rootfs, &nodes)?;
@@ -51,13 +66,24 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path) -> Result<(), Root
 /// Everything done after pivot_root, with `/` being the container's root.
 pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
-    for p in linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.masked_paths().clone())
+        .unwrap_or_default()
+    {
         mask_path(sys, Path::new(&p))?;
     }
-    for p in linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().clone())
+        .unwrap_or_default()
+    {
         readonly_path(sys, Path::new(&p))?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         sys.mount(None, Path::new("/"), None, flags, None)?;
     }
@@ -72,10 +98,20 @@ pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<(), RootfsError> {
 /// directory. A path that does not exist needs no masking.
 fn mask_path(sys: &dyn Syscall, path: &Path) -> Result<(), SyscallError> {
     match path.metadata() {
-        Ok(m) if m.is_dir() => {
-            sys.mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)
-        }
-        Ok(_) => sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None),
+        Ok(m) if m.is_dir() => sys.mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        ),
+        Ok(_) => sys.mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ),
         Err(_) => Ok(()),
     }
 }
@@ -84,7 +120,13 @@ fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<(), SyscallError> {
     if path.symlink_metadata().is_err() {
         return Ok(());
     }
-    sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
     sys.mount(None, path, None, flags, None)
 }
@@ -105,9 +147,14 @@ mod tests {
         assert!(calls[1].contains("MS_BIND | MS_REC"), "{calls:?}");
         // Default spec mounts proc, dev, devpts, shm, mqueue and sysfs.
         for fs in ["proc", "tmpfs", "devpts", "mqueue", "sysfs"] {
-            assert!(calls.iter().any(|c| c.contains(&format!(" {fs} "))), "{fs} not mounted: {calls:?}");
+            assert!(
+                calls.iter().any(|c| c.contains(&format!(" {fs} "))),
+                "{fs} not mounted: {calls:?}"
+            );
         }
-        assert!(calls.iter().any(|c| c.starts_with("mknod") && c.contains("dev/null")));
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with("mknod") && c.contains("dev/null")));
     }
 
     #[test]

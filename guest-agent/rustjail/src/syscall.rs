@@ -19,7 +19,11 @@ pub struct SyscallError {
 pub type Result<T> = std::result::Result<T, SyscallError>;
 
 fn err(op: &'static str, target: &Path, source: impl Into<std::io::Error>) -> SyscallError {
-    SyscallError { op, target: target.display().to_string(), source: source.into() }
+    SyscallError {
+        op,
+        target: target.display().to_string(),
+        source: source.into(),
+    }
 }
 
 /// Filesystem-shaping syscalls used while building a container's rootfs.
@@ -66,7 +70,8 @@ impl Syscall for LinuxSyscall {
         // then detached, so no directory for it is needed in the rootfs.
         nix::unistd::chdir(new_root).map_err(|e| err("chdir", new_root, e))?;
         nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", new_root, e))?;
-        nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("umount old root", new_root, e))?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH)
+            .map_err(|e| err("umount old root", new_root, e))?;
         nix::unistd::chdir("/").map_err(|e| err("chdir", Path::new("/"), e))
     }
 
@@ -155,7 +160,11 @@ pub mod recording {
             self.push(format!("chown {} {uid}:{gid}", path.display()))
         }
         fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
-            self.push(format!("symlink {} -> {}", link.display(), target.display()))
+            self.push(format!(
+                "symlink {} -> {}",
+                link.display(),
+                target.display()
+            ))
         }
         fn create_dir_all(&self, path: &Path) -> Result<()> {
             self.push(format!("mkdir {}", path.display()))

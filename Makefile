@@ -1,0 +1,49 @@
+# Hull. `make setup` installs everything and runs the demo; `make test` runs
+# every test (unit, integration, end to end); `make bench` the benchmarks.
+CARGO ?= cargo
+TARGET := x86_64-unknown-linux-gnu
+AGENT := target/$(TARGET)/release/hull-agent
+GUEST := build/guest
+
+.PHONY: all build agent image install setup demo test unit e2e bench lint clean
+
+all: image build
+
+build:
+	$(CARGO) build --release -p containerd-shim-hull-v2 -p hull-image
+
+# The agent is PID 1 of a bare initrd: statically linked. Naming --target
+# keeps build scripts and proc macros out of the static flags.
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p hull-agent --target $(TARGET)
+
+image: agent build
+	target/release/hull-image --agent $(AGENT) --out $(GUEST)
+
+install: image
+	bash scripts/install.sh
+
+setup:
+	bash scripts/setup.sh
+
+demo:
+	bash scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude hull-tests
+
+e2e: install
+	$(CARGO) test -p hull-tests -- --test-threads=1
+
+test: lint unit e2e
+
+bench: install
+	bash scripts/bench.sh
+
+clean:
+	rm -rf build
+	$(CARGO) clean

@@ -1,0 +1,88 @@
+//! The host's client of the guest agent, over hybrid vsock.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use protocols::{agent_ttrpc::AgentServiceClient, health, health_ttrpc::HealthClient};
+use tokio::sync::watch;
+
+use crate::vsock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the guest agent did not answer within {secs}s (last error: {last}); see the console log {console}")]
+    Timeout {
+        secs: u64,
+        last: String,
+        console: String,
+    },
+    #[error("the VM died before its agent answered: {0}")]
+    VmDied(String),
+}
+
+#[derive(Clone)]
+pub struct AgentClient {
+    pub agent: AgentServiceClient,
+    pub health: HealthClient,
+    rpc_timeout: Duration,
+}
+
+impl AgentClient {
+    /// Connects to the agent, retrying until it answers a health check, the
+    /// VM dies, or `deadline` passes.
+    pub async fn connect(
+        vsock_path: &Path,
+        console: &Path,
+        deadline: Duration,
+        rpc_timeout: Duration,
+        died: &watch::Receiver<Option<String>>,
+    ) -> Result<Self, ConnectError> {
+        let start = Instant::now();
+        let mut last = String::from("not tried");
+        loop {
+            if let Some(why) = died.borrow().clone() {
+                return Err(ConnectError::VmDied(why));
+            }
+            if start.elapsed() > deadline {
+                return Err(ConnectError::Timeout {
+                    secs: deadline.as_secs(),
+                    last,
+                    console: console.display().to_string(),
+                });
+            }
+            match Self::try_connect(vsock_path, rpc_timeout).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn try_connect(vsock_path: &Path, rpc_timeout: Duration) -> Result<Self, String> {
+        let stream = vsock::connect(vsock_path, protocols::AGENT_PORT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
+        let c = AgentClient {
+            agent: AgentServiceClient::new(client.clone()),
+            health: HealthClient::new(client),
+            rpc_timeout,
+        };
+        let ctx = ttrpc::context::with_timeout(Duration::from_secs(2).as_nanos() as i64);
+        c.health
+            .check(ctx, &health::CheckRequest::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    /// Context for an ordinary RPC: bounded by the configured timeout.
+    pub fn ctx(&self) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(self.rpc_timeout.as_nanos() as i64)
+    }
+
+    /// Context for a long poll (WaitProcess): no deadline.
+    pub fn long_poll(&self) -> ttrpc::context::Context {
+        ttrpc::context::Context::default()
+    }
+}

@@ -1,0 +1,228 @@
+//! Hull's configuration file, `/etc/hull/configuration.toml` by default
+//! (`HULL_CONFIG` overrides). Every key is documented in
+//! `config/configuration.toml`; errors name the file and the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/hull/configuration.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{what} {value} not found (config key {key} in {path})")]
+    Missing {
+        what: &'static str,
+        value: String,
+        key: &'static str,
+        path: String,
+    },
+    #[error("config key {key} in {path}: {message}")]
+    Invalid {
+        key: &'static str,
+        path: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SharedFs {
+    #[serde(rename = "virtio-fs")]
+    VirtioFs,
+    #[serde(rename = "9p")]
+    NineP,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorConfig {
+    pub path: PathBuf,
+    pub accelerator: Accelerator,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    #[serde(default)]
+    pub kernel_params: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFsConfig {
+    pub kind: SharedFs,
+    pub virtiofsd: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    pub vhost_device_vsock: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// From QEMU start to the agent answering its health check.
+    pub boot_secs: u64,
+    /// Any agent RPC that is not a long poll.
+    pub rpc_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HullConfig {
+    pub hypervisor: HypervisorConfig,
+    pub shared_fs: SharedFsConfig,
+    pub vsock: VsockConfig,
+    pub timeouts: Timeouts,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Where per-sandbox state (sockets, console log, shared dir) lives.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/hull")
+}
+
+impl HullConfig {
+    /// The path to load: `HULL_CONFIG`, else the default.
+    pub fn path() -> PathBuf {
+        std::env::var_os("HULL_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let mut cfg: HullConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        cfg.source = path.to_path_buf();
+        if cfg.hypervisor.vcpus == 0 {
+            return Err(ConfigError::Invalid {
+                key: "hypervisor.vcpus",
+                path: p,
+                message: "must be at least 1".into(),
+            });
+        }
+        if cfg.hypervisor.memory_mib < 64 {
+            return Err(ConfigError::Invalid {
+                key: "hypervisor.memory_mib",
+                path: p,
+                message: "must be at least 64".into(),
+            });
+        }
+        Ok(cfg)
+    }
+
+    fn must_exist(
+        &self,
+        what: &'static str,
+        key: &'static str,
+        value: &Path,
+    ) -> Result<(), ConfigError> {
+        if value.exists() {
+            return Ok(());
+        }
+        Err(ConfigError::Missing {
+            what,
+            value: value.display().to_string(),
+            key,
+            path: self.source.display().to_string(),
+        })
+    }
+
+    /// Checks that every file the VM needs is there, naming the config key
+    /// of the first one that is not.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.must_exist("hypervisor", "hypervisor.path", &self.hypervisor.path)?;
+        self.must_exist("guest kernel", "hypervisor.kernel", &self.hypervisor.kernel)?;
+        self.must_exist(
+            "guest image (initrd)",
+            "hypervisor.initrd",
+            &self.hypervisor.initrd,
+        )?;
+        self.must_exist(
+            "vsock helper",
+            "vsock.vhost_device_vsock",
+            &self.vsock.vhost_device_vsock,
+        )?;
+        if self.shared_fs.kind == SharedFs::VirtioFs {
+            self.must_exist(
+                "virtio-fs daemon",
+                "shared_fs.virtiofsd",
+                &self.shared_fs.virtiofsd,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SAMPLE: &str = include_str!("../../config/configuration.toml");
+
+    #[test]
+    fn shipped_sample_parses() {
+        let c = HullConfig::parse(SAMPLE, Path::new("sample.toml")).unwrap();
+        assert_eq!(c.hypervisor.accelerator, Accelerator::Auto);
+        assert_eq!(c.shared_fs.kind, SharedFs::VirtioFs);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let text = SAMPLE.replace("[hypervisor]", "[hypervisor]\nbogus_key = 1");
+        let err = HullConfig::parse(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus_key") && err.contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn missing_kernel_names_the_key() {
+        let mut c = HullConfig::parse(SAMPLE, Path::new("/etc/hull/configuration.toml")).unwrap();
+        c.hypervisor.path = PathBuf::from("/bin/sh");
+        c.hypervisor.kernel = PathBuf::from("/nonexistent/vmlinux");
+        let err = c.check_files().unwrap_err().to_string();
+        assert!(
+            err.contains("hypervisor.kernel") && err.contains("/nonexistent/vmlinux"),
+            "{err}"
+        );
+    }
+}

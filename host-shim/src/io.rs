@@ -1,0 +1,170 @@
+//! A process's stdio between containerd's FIFOs and the agent's raw
+//! streams: one hybrid vsock connection per stream, plain byte copies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use protocols::stream::{StreamHeader, StreamKind};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::errors::ShimError;
+use crate::vsock;
+
+/// containerd's FIFO paths for a process; empty means none.
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The copies of one process's streams.
+pub struct ProcessStdio {
+    outputs: Vec<JoinHandle<()>>,
+    close_stdin: Arc<Notify>,
+}
+
+async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStream, ShimError> {
+    let mut s = vsock::connect(vsock_path, protocols::STDIO_PORT).await?;
+    s.write_all(header.encode().as_bytes())
+        .await
+        .map_err(ShimError::io("send stream header"))?;
+    let reply = vsock::read_line(&mut s, protocols::stream::MAX_HEADER_LEN)
+        .await
+        .map_err(ShimError::io("read stream reply"))?;
+    if reply != "OK" {
+        return Err(ShimError::FailedPrecondition(format!(
+            "agent refused {} stream: {reply}",
+            header.kind.as_str()
+        )));
+    }
+    Ok(s)
+}
+
+/// Opens a FIFO in blocking mode (as containerd's own shims do: the open
+/// waits for the other end) and hands it to tokio.
+async fn open_fifo_writer(path: PathBuf) -> std::io::Result<pipe::Sender> {
+    let file =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
+            .await
+            .map_err(std::io::Error::other)??;
+    pipe::Sender::from_file(file)
+}
+
+async fn open_fifo_reader(path: PathBuf) -> std::io::Result<pipe::Receiver> {
+    let file =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().read(true).open(path))
+            .await
+            .map_err(std::io::Error::other)??;
+    pipe::Receiver::from_file(file)
+}
+
+async fn copy_out(mut from: UnixStream, fifo: String, log: slog::Logger, kind: &'static str) {
+    let result = if fifo.is_empty() {
+        tokio::io::copy(&mut from, &mut tokio::io::sink())
+            .await
+            .map(drop)
+    } else {
+        match open_fifo_writer(PathBuf::from(&fifo)).await {
+            Ok(mut to) => copy_and_close(&mut from, &mut to).await,
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = result {
+        slog::warn!(log, "output copy ended with an error"; "stream" => kind, "error" => %e);
+    }
+}
+
+async fn copy_and_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    from: &mut R,
+    to: &mut W,
+) -> std::io::Result<()> {
+    tokio::io::copy(from, to).await?;
+    to.shutdown().await
+}
+
+async fn copy_in(mut to: UnixStream, fifo: String, closed: Arc<Notify>, log: slog::Logger) {
+    let notified = closed.notified();
+    tokio::pin!(notified);
+    if !fifo.is_empty() {
+        let copy = async {
+            let mut from = open_fifo_reader(PathBuf::from(&fifo)).await?;
+            tokio::io::copy(&mut from, &mut to).await
+        };
+        tokio::select! {
+            r = copy => if let Err(e) = r {
+                slog::warn!(log, "stdin copy ended with an error"; "error" => %e);
+            },
+            _ = &mut notified => {}
+        }
+    }
+    // End of stdin for the process (also right away when there is none,
+    // like runc's /dev/null).
+    let _ = to.shutdown().await;
+}
+
+impl ProcessStdio {
+    /// Connects every stream of the process before it starts, so no output
+    /// can be written before its reader exists.
+    pub async fn attach(
+        vsock_path: &Path,
+        container_id: &str,
+        exec_id: &str,
+        paths: &StdioPaths,
+        log: &slog::Logger,
+    ) -> Result<Self, ShimError> {
+        let header = |kind| StreamHeader {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            kind,
+        };
+        let stdin = open_stream(vsock_path, header(StreamKind::Stdin)).await?;
+        let stdout = open_stream(vsock_path, header(StreamKind::Stdout)).await?;
+        let stderr = if paths.terminal {
+            None
+        } else {
+            Some(open_stream(vsock_path, header(StreamKind::Stderr)).await?)
+        };
+        let close_stdin = Arc::new(Notify::new());
+        tokio::spawn(copy_in(
+            stdin,
+            paths.stdin.clone(),
+            close_stdin.clone(),
+            log.clone(),
+        ));
+        let mut outputs = vec![tokio::spawn(copy_out(
+            stdout,
+            paths.stdout.clone(),
+            log.clone(),
+            "stdout",
+        ))];
+        if let Some(s) = stderr {
+            outputs.push(tokio::spawn(copy_out(
+                s,
+                paths.stderr.clone(),
+                log.clone(),
+                "stderr",
+            )));
+        }
+        Ok(ProcessStdio {
+            outputs,
+            close_stdin,
+        })
+    }
+
+    /// Waits until all output has been delivered to containerd.
+    pub async fn wait_output(&mut self) {
+        for h in self.outputs.drain(..) {
+            let _ = h.await;
+        }
+    }
+
+    pub fn close_stdin(&self) {
+        self.close_stdin.notify_one();
+    }
+}

@@ -1,0 +1,225 @@
+//! A sandbox: one VM, its agent connection, and the containers' shared
+//! root filesystems. Boot and teardown live here; the task service only
+//! calls them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+use protocols::agent;
+
+use crate::agent::AgentClient;
+use crate::config::{HullConfig, SharedFs};
+use crate::errors::ShimError;
+use crate::rootfs;
+use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR, SHARED_TAG};
+
+pub struct Sandbox {
+    pub id: String,
+    pub agent: AgentClient,
+    pub vm: tokio::sync::Mutex<Vm>,
+    pub paths: VmPaths,
+    pub died: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// What `teardown` must undo, known before the VM exists.
+pub struct HostMounts {
+    pub bundle_rootfs: PathBuf,
+    pub shared_rootfs: PathBuf,
+}
+
+impl HostMounts {
+    pub fn undo(&self) {
+        rootfs::unmount_all(&self.shared_rootfs);
+        rootfs::unmount_all(&self.bundle_rootfs);
+    }
+}
+
+fn shared_storage(kind: SharedFs) -> agent::Storage {
+    let (driver, fstype) = match kind {
+        SharedFs::VirtioFs => ("virtio-fs", "virtiofs"),
+        SharedFs::NineP => ("9p", "9p"),
+    };
+    agent::Storage {
+        driver: driver.into(),
+        source: SHARED_TAG.into(),
+        fstype: fstype.into(),
+        mount_point: GUEST_SHARED_DIR.into(),
+        ..Default::default()
+    }
+}
+
+impl Sandbox {
+    /// Boots the VM and waits for its agent. On failure, everything started
+    /// is stopped again before the error is returned.
+    pub async fn boot(
+        cfg: &HullConfig,
+        id: &str,
+        log: &slog::Logger,
+    ) -> Result<Sandbox, ShimError> {
+        let started = Instant::now();
+        let mut vm = Vm::start(cfg, id, log).await?;
+        let connected = AgentClient::connect(
+            &vm.paths.vsock,
+            &vm.paths.console,
+            Duration::from_secs(cfg.timeouts.boot_secs),
+            Duration::from_secs(cfg.timeouts.rpc_secs),
+            &vm.died,
+        )
+        .await;
+        let agent = match connected {
+            Ok(a) => a,
+            Err(e) => {
+                vm.stop(Duration::from_secs(2)).await;
+                return Err(e.into());
+            }
+        };
+        slog::info!(log, "vm ready"; "boot_ms" => started.elapsed().as_millis() as u64,
+            "guest_uptime_ms" => guest_uptime_ms(&vm.paths.console));
+        let req = agent::CreateSandboxRequest {
+            sandbox_id: id.into(),
+            storages: vec![shared_storage(cfg.shared_fs.kind)],
+            ..Default::default()
+        };
+        let sandbox = Sandbox {
+            id: id.into(),
+            agent,
+            paths: vm.paths.clone(),
+            died: vm.died.clone(),
+            vm: tokio::sync::Mutex::new(vm),
+        };
+        if let Err(e) = sandbox
+            .agent
+            .agent
+            .create_sandbox(sandbox.agent.ctx(), &req)
+            .await
+        {
+            sandbox.vm.lock().await.stop(Duration::from_secs(2)).await;
+            return Err(ShimError::agent("CreateSandbox")(e));
+        }
+        Ok(sandbox)
+    }
+
+    /// Creates the container in the guest from the bundle's spec.
+    pub async fn create_container(
+        &self,
+        container_id: &str,
+        mut spec: Spec,
+    ) -> Result<(), ShimError> {
+        prepare_guest_spec(&mut spec, container_id)?;
+        let json = serde_json::to_string(&spec).map_err(|e| ShimError::Invalid {
+            what: "OCI spec",
+            reason: e.to_string(),
+        })?;
+        let req = agent::CreateContainerRequest {
+            container_id: container_id.into(),
+            exec_id: container_id.into(),
+            hull_oci_spec_json: json,
+            ..Default::default()
+        };
+        self.agent
+            .agent
+            .create_container(self.agent.ctx(), &req)
+            .await
+            .map_err(ShimError::agent("CreateContainer"))?;
+        Ok(())
+    }
+
+    /// Stops the VM: asks the agent to shut down, then ends QEMU and helpers.
+    pub async fn shutdown(&self) {
+        if self.died.borrow().is_none() {
+            let ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+            let _ = self
+                .agent
+                .agent
+                .destroy_sandbox(ctx, &agent::DestroySandboxRequest::new())
+                .await;
+        }
+        self.vm.lock().await.stop(Duration::from_secs(3)).await;
+    }
+}
+
+/// The bundle's spec as the guest must see it: the root is the shared
+/// directory's copy. Host paths the guest cannot reach are refused, not
+/// silently dropped.
+pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<(), ShimError> {
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(
+        Path::new(GUEST_SHARED_DIR)
+            .join(container_id)
+            .join("rootfs"),
+    );
+    spec.set_root(Some(root));
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let opts = m.options().as_deref().unwrap_or_default();
+        let is_bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if is_bind {
+            return Err(ShimError::Invalid {
+                what: "mounts",
+                reason: format!(
+                    "bind mount of host path {:?} on {:?}: sharing host volumes into the VM is not implemented yet",
+                    m.source().as_deref().unwrap_or(Path::new("")),
+                    m.destination()
+                ),
+            });
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        for ns in linux.namespaces().as_deref().unwrap_or_default() {
+            if let Some(path) = ns.path() {
+                return Err(ShimError::Invalid {
+                    what: "linux.namespaces",
+                    reason: format!(
+                        "{:?} namespace path {path:?} is a host namespace, which a VM cannot join",
+                        ns.typ()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The guest's uptime when its agent said it was ready, from the console log.
+fn guest_uptime_ms(console: &Path) -> u64 {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"agent ready\""))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
+            v.get("uptime_ms")?.as_u64()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_spec_root_points_into_shared_dir() {
+        let mut spec = Spec::default();
+        spec.set_mounts(Some(vec![]));
+        prepare_guest_spec(&mut spec, "c1").unwrap();
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            Path::new("/run/hull/shared/c1/rootfs")
+        );
+    }
+
+    #[test]
+    fn host_namespace_path_is_refused_with_its_name() {
+        let mut spec = Spec::default();
+        let ns = oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(oci_spec::runtime::LinuxNamespaceType::Network)
+            .path("/var/run/netns/cni-1")
+            .build()
+            .unwrap();
+        if let Some(l) = spec.linux_mut() {
+            l.set_namespaces(Some(vec![ns]));
+        }
+        let err = prepare_guest_spec(&mut spec, "c1").unwrap_err().to_string();
+        assert!(err.contains("/var/run/netns/cni-1"), "{err}");
+    }
+}

@@ -1,0 +1,578 @@
+//! containerd's shim v2 entry points and task service. Thin: each RPC
+//! checks its request, calls the sandbox or task, publishes its event, and
+//! maps errors to the right ttrpc code.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::api;
+use containerd_shim::api::Status;
+use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::event::Event;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::shim_async::Task as TaskApi;
+use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Flags, StartOpts, TtrpcResult};
+use protobuf::MessageField;
+use protocols::agent;
+
+use crate::config::HullConfig;
+use crate::errors::ShimError;
+use crate::io::{ProcessStdio, StdioPaths};
+use crate::rootfs;
+use crate::sandbox::{HostMounts, Sandbox};
+use crate::task::Task;
+use crate::vm::VmPaths;
+
+/// The exit status reported when the VM (or a helper) died under the task.
+pub const VM_DIED_STATUS: u32 = 255;
+
+struct Inner {
+    id: String,
+    namespace: String,
+    log: slog::Logger,
+    exit: Arc<ExitSignal>,
+    publisher: Option<RemotePublisher>,
+    sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
+    task: Mutex<Option<Arc<Task>>>,
+    mounts: Mutex<Option<HostMounts>>,
+}
+
+#[derive(Clone)]
+pub struct HullShim(Arc<Inner>);
+
+fn state_dir_for_cleanup() -> PathBuf {
+    HullConfig::load(&HullConfig::path())
+        .map(|c| c.state_dir)
+        .unwrap_or_else(|_| PathBuf::from("/run/hull"))
+}
+
+#[async_trait]
+impl Shim for HullShim {
+    type T = HullShim;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut containerd_shim::Config) -> Self {
+        let level = HullConfig::load(&HullConfig::path())
+            .map(|c| c.log_level)
+            .unwrap_or_else(|_| "info".into());
+        let log = crate::logging::init(if args.debug { "debug" } else { &level });
+        HullShim(Arc::new(Inner {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            log: log.new(slog::o!("id" => args.id.clone())),
+            exit: Arc::new(ExitSignal::default()),
+            publisher: None,
+            sandbox: tokio::sync::Mutex::new(None),
+            task: Mutex::new(None),
+            mounts: Mutex::new(None),
+        }))
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
+        let grouping = opts.id.clone();
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        Ok(address)
+    }
+
+    /// Cleans up after a shim that died: unmounts and removes the task's
+    /// state. Idempotent; runs on every teardown.
+    async fn delete_shim(&mut self) -> Result<api::DeleteResponse, containerd_shim::Error> {
+        let bundle = std::env::current_dir().unwrap_or_default();
+        let paths = VmPaths::new(&state_dir_for_cleanup(), &self.0.id);
+        rootfs::unmount_all(&rootfs::shared_rootfs(&paths.shared, &self.0.id));
+        rootfs::unmount_all(&bundle.join("rootfs"));
+        let _ = std::fs::remove_dir_all(&paths.dir);
+        Ok(api::DeleteResponse {
+            exit_status: 137,
+            exited_at: MessageField::some(crate::task::now()),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.0.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let i = &self.0;
+        HullShim(Arc::new(Inner {
+            id: i.id.clone(),
+            namespace: i.namespace.clone(),
+            log: i.log.clone(),
+            exit: i.exit.clone(),
+            publisher: Some(publisher),
+            sandbox: tokio::sync::Mutex::new(None),
+            task: Mutex::new(None),
+            mounts: Mutex::new(None),
+        }))
+    }
+}
+
+impl HullShim {
+    async fn publish<E: Event + protobuf::MessageDyn>(&self, event: E) {
+        let Some(p) = &self.0.publisher else { return };
+        let topic = event.topic();
+        if let Err(e) = p
+            .publish(
+                Default::default(),
+                &topic,
+                &self.0.namespace,
+                Box::new(event),
+            )
+            .await
+        {
+            slog::warn!(self.0.log, "publish failed"; "topic" => topic, "error" => %e);
+        }
+    }
+
+    fn task(&self, id: &str) -> Result<Arc<Task>, ShimError> {
+        let t = self
+            .0
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        t.filter(|t| t.id == id)
+            .ok_or_else(|| ShimError::NotFound(format!("task {id:?}")))
+    }
+
+    async fn sandbox(&self) -> Result<Arc<Sandbox>, ShimError> {
+        self.0
+            .sandbox
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| ShimError::NotFound("sandbox".into()))
+    }
+
+    async fn create(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse, ShimError> {
+        if self
+            .0
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Err(ShimError::AlreadyExists(format!("task {:?}", req.id)));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented("restoring from a checkpoint"));
+        }
+        let cfg = HullConfig::load(&HullConfig::path())?;
+        cfg.check_files()?;
+        let spec = oci_spec::runtime::Spec::load(Path::new(&req.bundle).join("config.json"))
+            .map_err(|e| ShimError::Invalid {
+                what: "bundle config.json",
+                reason: e.to_string(),
+            })?;
+        let mut guest_spec = spec.clone();
+        crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)?;
+
+        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
+        let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
+        let mounts = HostMounts {
+            bundle_rootfs: bundle_rootfs.clone(),
+            shared_rootfs: rootfs::shared_rootfs(&paths.shared, &req.id),
+        };
+        let result = self
+            .boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec)
+            .await;
+        match result {
+            Ok((sandbox, stdio)) => {
+                let pid = sandbox.vm.lock().await.qemu_pid();
+                let stdio_paths = stdio_paths(&req);
+                *self.0.mounts.lock().unwrap_or_else(|e| e.into_inner()) = Some(mounts);
+                *self.0.sandbox.lock().await = Some(Arc::new(sandbox));
+                let task = Arc::new(Task::new(
+                    req.id.clone(),
+                    req.bundle.clone(),
+                    pid,
+                    stdio_paths,
+                    stdio,
+                ));
+                *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+                self.publish(TaskCreate {
+                    container_id: req.id.clone(),
+                    bundle: req.bundle.clone(),
+                    rootfs: req.rootfs.clone(),
+                    io: MessageField::some(containerd_shim::protos::events::task::TaskIO {
+                        stdin: req.stdin.clone(),
+                        stdout: req.stdout.clone(),
+                        stderr: req.stderr.clone(),
+                        terminal: req.terminal,
+                        ..Default::default()
+                    }),
+                    pid,
+                    ..Default::default()
+                })
+                .await;
+                Ok(api::CreateTaskResponse {
+                    pid,
+                    ..Default::default()
+                })
+            }
+            Err(e) => {
+                slog::error!(self.0.log, "create failed"; "error" => %e);
+                mounts.undo();
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_and_create(
+        &self,
+        cfg: &HullConfig,
+        req: &api::CreateTaskRequest,
+        bundle_rootfs: &Path,
+        guest_spec: oci_spec::runtime::Spec,
+    ) -> Result<(Sandbox, ProcessStdio), ShimError> {
+        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
+        rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
+        let sandbox = Sandbox::boot(cfg, &self.0.id, &self.0.log).await?;
+        let created = async {
+            sandbox.create_container(&req.id, guest_spec).await?;
+            ProcessStdio::attach(
+                &sandbox.paths.vsock,
+                &req.id,
+                &req.id,
+                &stdio_paths(req),
+                &self.0.log,
+            )
+            .await
+        }
+        .await;
+        match created {
+            Ok(stdio) => Ok((sandbox, stdio)),
+            Err(e) => {
+                sandbox.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse, ShimError> {
+        if !req.exec_id.is_empty() {
+            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+        }
+        let task = self.task(&req.id)?;
+        if task.status() != Status::CREATED {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} is {:?}, not created",
+                req.id,
+                task.status()
+            )));
+        }
+        let sandbox = self.sandbox().await?;
+        let start = agent::StartContainerRequest {
+            container_id: req.id.clone(),
+            ..Default::default()
+        };
+        sandbox
+            .agent
+            .agent
+            .start_container(sandbox.agent.ctx(), &start)
+            .await
+            .map_err(ShimError::agent("StartContainer"))?;
+        task.set_status(Status::RUNNING);
+        self.publish(TaskStart {
+            container_id: req.id.clone(),
+            pid: task.pid,
+            ..Default::default()
+        })
+        .await;
+        tokio::spawn(self.clone().watch_exit(task.clone(), sandbox));
+        Ok(api::StartResponse {
+            pid: task.pid,
+            ..Default::default()
+        })
+    }
+
+    /// Waits for the container's exit (or the VM's death), then for its
+    /// output to be delivered, then records and publishes the exit.
+    async fn watch_exit(self, task: Arc<Task>, sandbox: Arc<Sandbox>) {
+        let wait = agent::WaitProcessRequest {
+            container_id: task.id.clone(),
+            exec_id: task.id.clone(),
+            ..Default::default()
+        };
+        let mut died = sandbox.died.clone();
+        let status = tokio::select! {
+            r = sandbox.agent.agent.wait_process(sandbox.agent.long_poll(), &wait) => match r {
+                Ok(resp) => resp.status as u32,
+                Err(e) => {
+                    slog::error!(self.0.log, "WaitProcess failed"; "error" => %e);
+                    VM_DIED_STATUS
+                }
+            },
+            reason = died.wait_for(|d| d.is_some()) => {
+                let reason = reason.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
+                slog::error!(self.0.log, "vm died under the task"; "reason" => reason);
+                VM_DIED_STATUS
+            }
+        };
+        if let Some(stdio) = task.stdio.lock().await.as_mut() {
+            let grace = if status == VM_DIED_STATUS {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let _ = tokio::time::timeout(grace, stdio.wait_output()).await;
+        }
+        let exit = task.set_exit(status);
+        self.publish(TaskExit {
+            container_id: task.id.clone(),
+            id: task.id.clone(),
+            pid: task.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse, ShimError> {
+        if !req.exec_id.is_empty() {
+            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+        }
+        let task = self.task(&req.id)?;
+        if task.status() == Status::RUNNING {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} is running; kill it first",
+                req.id
+            )));
+        }
+        if let Some(sandbox) = self.0.sandbox.lock().await.take() {
+            if task.status() == Status::CREATED && sandbox.died.borrow().is_none() {
+                let rm = agent::RemoveContainerRequest {
+                    container_id: req.id.clone(),
+                    timeout: 10,
+                    ..Default::default()
+                };
+                if let Err(e) = sandbox
+                    .agent
+                    .agent
+                    .remove_container(sandbox.agent.ctx(), &rm)
+                    .await
+                {
+                    slog::warn!(self.0.log, "RemoveContainer failed"; "error" => %e);
+                }
+            }
+            sandbox.shutdown().await;
+            let _ = std::fs::remove_dir_all(&sandbox.paths.dir);
+        }
+        if let Some(m) = self
+            .0
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            m.undo();
+        }
+        let exit = task.exit().unwrap_or_else(|| task.set_exit(137));
+        *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.publish(TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: task.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at.clone()),
+            ..Default::default()
+        })
+        .await;
+        Ok(api::DeleteResponse {
+            pid: task.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, req: api::KillRequest) -> Result<(), ShimError> {
+        if !req.exec_id.is_empty() {
+            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+        }
+        let task = self.task(&req.id)?;
+        if task.exit().is_some() {
+            return Err(ShimError::NotFound(format!(
+                "task {:?}: process already finished",
+                req.id
+            )));
+        }
+        let sandbox = self.sandbox().await?;
+        let exec_id = if req.all {
+            String::new()
+        } else {
+            req.id.clone()
+        };
+        let sig = agent::SignalProcessRequest {
+            container_id: req.id.clone(),
+            exec_id,
+            signal: req.signal,
+            ..Default::default()
+        };
+        sandbox
+            .agent
+            .agent
+            .signal_process(sandbox.agent.ctx(), &sig)
+            .await
+            .map_err(ShimError::agent("SignalProcess"))?;
+        Ok(())
+    }
+
+    fn state(&self, req: &api::StateRequest) -> Result<api::StateResponse, ShimError> {
+        let task = self.task(&req.id)?;
+        let exit = task.exit();
+        let p = &task.stdio_paths;
+        Ok(api::StateResponse {
+            id: task.id.clone(),
+            bundle: task.bundle.clone(),
+            pid: task.pid,
+            status: task.status().into(),
+            stdin: p.stdin.clone(),
+            stdout: p.stdout.clone(),
+            stderr: p.stderr.clone(),
+            terminal: p.terminal,
+            exit_status: exit.as_ref().map(|e| e.status).unwrap_or(0),
+            exited_at: MessageField::from_option(exit.map(|e| e.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
+        let task = self.task(&req.id)?;
+        if req.stdin {
+            if let Some(stdio) = task.stdio.lock().await.as_ref() {
+                stdio.close_stdin();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stdio_paths(req: &api::CreateTaskRequest) -> StdioPaths {
+    StdioPaths {
+        stdin: req.stdin.clone(),
+        stdout: req.stdout.clone(),
+        stderr: req.stderr.clone(),
+        terminal: req.terminal,
+    }
+}
+
+#[async_trait]
+impl TaskApi for HullShim {
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        Ok(HullShim::state(self, &req)?)
+    }
+
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        Ok(HullShim::create(self, req).await?)
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        Ok(HullShim::start(self, req).await?)
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        Ok(HullShim::delete(self, req).await?)
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        HullShim::kill(self, req).await?;
+        Ok(api::Empty::new())
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        if !req.exec_id.is_empty() {
+            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)).into());
+        }
+        let task = self.task(&req.id)?;
+        let exit = task.wait().await;
+        Ok(api::WaitResponse {
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn close_io(
+        &self,
+        _: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        HullShim::close_io(self, req).await?;
+        Ok(api::Empty::new())
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let task = self.task(&req.id)?;
+        let info = containerd_shim::protos::types::task::ProcessInfo {
+            pid: task.pid,
+            ..Default::default()
+        };
+        Ok(api::PidsResponse {
+            processes: vec![info],
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self.task(&req.id).map(|t| t.pid).unwrap_or(0);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        // containerd calls Shutdown after every Delete; with a task still
+        // present the shim stays (as runc's does).
+        if self
+            .0
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            self.0.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}

@@ -1,0 +1,403 @@
+//! The sandbox VM: QEMU and the helper processes it needs (vhost-device-vsock,
+//! virtiofsd), started, supervised and ended by the shim. No helper outlives
+//! its VM: each is killed on stop, and by the kernel if the shim dies.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::accel::{self, Accel, Choice};
+use crate::config::{ConfigError, HullConfig, SharedFs};
+
+/// The virtio-fs / 9p tag the guest mounts the shared directory by.
+pub const SHARED_TAG: &str = "hullfs";
+/// Where the guest mounts the shared directory.
+pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Accel(#[from] accel::AccelError),
+    #[error("start {helper} ({path}): {source}")]
+    Spawn {
+        helper: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{helper} exited during start-up ({status}); its log: {log}")]
+    DiedEarly {
+        helper: &'static str,
+        status: String,
+        log: String,
+    },
+    #[error("{helper} did not create {path} within {secs}s")]
+    NoSocket {
+        helper: &'static str,
+        path: String,
+        secs: u64,
+    },
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Files of one sandbox under the state directory.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+    pub vhost_vsock: PathBuf,
+    /// Hybrid vsock socket: connect here to reach guest ports.
+    pub vsock: PathBuf,
+    pub virtiofs: PathBuf,
+    pub console: PathBuf,
+    /// Shared with the guest at GUEST_SHARED_DIR.
+    pub shared: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(state_dir: &Path, sandbox_id: &str) -> Self {
+        let dir = state_dir.join(sandbox_id);
+        VmPaths {
+            vhost_vsock: dir.join("vhost-vsock.sock"),
+            vsock: dir.join("vsock.sock"),
+            virtiofs: dir.join("virtiofs.sock"),
+            console: dir.join("console.log"),
+            shared: dir.join("shared"),
+            dir,
+        }
+    }
+
+    pub fn helper_log(&self, helper: &str) -> PathBuf {
+        self.dir.join(format!("{helper}.log"))
+    }
+}
+
+/// A running helper or QEMU: its pid, and a receiver that turns into
+/// `Some(status)` when it exits.
+struct Supervised {
+    name: &'static str,
+    pid: i32,
+    exited: watch::Receiver<Option<String>>,
+}
+
+pub struct Vm {
+    pub paths: VmPaths,
+    pub accel: Choice,
+    children: Vec<Supervised>,
+    /// Fires with a description when QEMU or any helper exits on its own.
+    pub died: watch::Receiver<Option<String>>,
+    died_tx: watch::Sender<Option<String>>,
+}
+
+fn spawn(
+    name: &'static str,
+    path: &Path,
+    args: &[String],
+    log_file: &Path,
+) -> Result<(tokio::process::Child, i32), VmError> {
+    let err = |source| VmError::Spawn {
+        helper: name,
+        path: path.display().to_string(),
+        source,
+    };
+    let log = std::fs::File::create(log_file).map_err(err)?;
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(err)?)
+        .stderr(log)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no shared memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The helper dies with the shim, so none can outlive it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(err)?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    Ok((child, pid))
+}
+
+impl Vm {
+    fn supervise(&mut self, name: &'static str, mut child: tokio::process::Child, pid: i32) {
+        let (tx, rx) = watch::channel(None);
+        let died = self.died_tx.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let _ = died.send(Some(format!("{name} exited ({status})")));
+            let _ = tx.send(Some(status));
+        });
+        self.children.push(Supervised {
+            name,
+            pid,
+            exited: rx,
+        });
+    }
+
+    async fn wait_for_socket(
+        &self,
+        name: &'static str,
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<(), VmError> {
+        let start = Instant::now();
+        while !path.exists() {
+            if let Some(c) = self.children.iter().find(|c| c.name == name) {
+                if let Some(status) = c.exited.borrow().clone() {
+                    let log =
+                        std::fs::read_to_string(self.paths.helper_log(name)).unwrap_or_default();
+                    return Err(VmError::DiedEarly {
+                        helper: name,
+                        status,
+                        log: tail(&log, 2000),
+                    });
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(VmError::NoSocket {
+                    helper: name,
+                    path: path.display().to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts the helpers, then QEMU. On error everything started is killed
+    /// (the caller drops the Vm or calls `stop`).
+    pub async fn start(
+        cfg: &HullConfig,
+        sandbox_id: &str,
+        log: &slog::Logger,
+    ) -> Result<Vm, VmError> {
+        cfg.check_files()?;
+        let accel = accel::choose(
+            cfg.hypervisor.accelerator,
+            Path::new("/sys/module"),
+            Path::new("/dev/kvm"),
+        )?;
+        slog::info!(log, "accelerator chosen"; "accel" => accel.accel.qemu_name(), "reason" => &accel.reason);
+        let paths = VmPaths::new(&cfg.state_dir, sandbox_id);
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p).map_err(|source| VmError::StateDir {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        mkdir(&paths.dir)?;
+        mkdir(&paths.shared)?;
+        let (died_tx, died) = watch::channel(None);
+        let mut vm = Vm {
+            paths,
+            accel,
+            children: Vec::new(),
+            died,
+            died_tx,
+        };
+        let socket_wait = Duration::from_secs(10);
+
+        let p = &vm.paths;
+        let vsock_args = vec![
+            "--guest-cid=3".to_string(),
+            format!("--socket={}", p.vhost_vsock.display()),
+            format!("--uds-path={}", p.vsock.display()),
+        ];
+        let (child, pid) = spawn(
+            "vhost-device-vsock",
+            &cfg.vsock.vhost_device_vsock,
+            &vsock_args,
+            &p.helper_log("vhost-device-vsock"),
+        )?;
+        vm.supervise("vhost-device-vsock", child, pid);
+        if cfg.shared_fs.kind == SharedFs::VirtioFs {
+            let p = &vm.paths;
+            let fs_args = vec![
+                format!("--socket-path={}", p.virtiofs.display()),
+                format!("--shared-dir={}", p.shared.display()),
+                "--cache=auto".to_string(),
+                "--announce-submounts".to_string(),
+                "--sandbox=chroot".to_string(),
+            ];
+            let (child, pid) = spawn(
+                "virtiofsd",
+                &cfg.shared_fs.virtiofsd,
+                &fs_args,
+                &p.helper_log("virtiofsd"),
+            )?;
+            vm.supervise("virtiofsd", child, pid);
+        }
+        vm.wait_for_socket(
+            "vhost-device-vsock",
+            &vm.paths.vhost_vsock.clone(),
+            socket_wait,
+        )
+        .await?;
+        if cfg.shared_fs.kind == SharedFs::VirtioFs {
+            vm.wait_for_socket("virtiofsd", &vm.paths.virtiofs.clone(), socket_wait)
+                .await?;
+        }
+        let args = qemu_args(cfg, &vm.paths, vm.accel.accel, sandbox_id);
+        let (child, pid) = spawn(
+            "qemu",
+            &cfg.hypervisor.path,
+            &args,
+            &vm.paths.helper_log("qemu"),
+        )?;
+        vm.supervise("qemu", child, pid);
+        slog::info!(log, "vm started"; "qemu_pid" => pid, "state_dir" => %vm.paths.dir.display());
+        Ok(vm)
+    }
+
+    pub fn qemu_pid(&self) -> u32 {
+        self.children
+            .iter()
+            .find(|c| c.name == "qemu")
+            .map(|c| c.pid as u32)
+            .unwrap_or(0)
+    }
+
+    /// The reason the VM died, if it did.
+    pub fn death(&self) -> Option<String> {
+        self.died.borrow().clone()
+    }
+
+    /// Ends QEMU, then the helpers, and waits until each has exited.
+    pub async fn stop(&mut self, grace: Duration) {
+        // QEMU first: helpers exit on their own once it disconnects.
+        self.children
+            .sort_by_key(|c| if c.name == "qemu" { 0 } else { 1 });
+        for c in &mut self.children {
+            if c.exited.borrow().is_none() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let mut rx = c.exited.clone();
+            let exited = tokio::time::timeout(grace, rx.wait_for(|s| s.is_some()))
+                .await
+                .is_ok();
+            if !exited {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = rx.wait_for(|s| s.is_some()).await;
+            }
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let start = s.len().saturating_sub(n);
+    s.get(start..).unwrap_or(s).trim().to_string()
+}
+
+/// QEMU's command line.
+pub fn qemu_args(cfg: &HullConfig, p: &VmPaths, accel: Accel, sandbox_id: &str) -> Vec<String> {
+    let h = &cfg.hypervisor;
+    let mem = format!("{}M", h.memory_mib);
+    let mut cmdline = format!("console=ttyS0 panic=-1 quiet hull.log={}", cfg.log_level);
+    if !h.kernel_params.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&h.kernel_params);
+    }
+    let cpu = if accel == Accel::Kvm { "host" } else { "max" };
+    let mut a: Vec<String> = [
+        "-name",
+        &format!("hull-{sandbox_id}"),
+        "-machine",
+        &format!("q35,accel={}", accel.qemu_name()),
+        "-cpu",
+        cpu,
+        "-smp",
+        &h.vcpus.to_string(),
+        "-m",
+        &mem,
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+        "-numa",
+        "node,memdev=mem",
+        "-kernel",
+        &h.kernel.display().to_string(),
+        "-initrd",
+        &h.initrd.display().to_string(),
+        "-append",
+        &cmdline,
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-chardev",
+        &format!("file,id=console,path={}", p.console.display()),
+        "-serial",
+        "chardev:console",
+        "-chardev",
+        &format!("socket,id=vsock,path={}", p.vhost_vsock.display()),
+        "-device",
+        "vhost-user-vsock-pci,chardev=vsock",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    match cfg.shared_fs.kind {
+        SharedFs::VirtioFs => a.extend([
+            "-chardev".to_string(),
+            format!("socket,id=fs,path={}", p.virtiofs.display()),
+            "-device".to_string(),
+            format!("vhost-user-fs-pci,chardev=fs,tag={SHARED_TAG},queue-size=1024"),
+        ]),
+        SharedFs::NineP => a.extend([
+            "-fsdev".to_string(),
+            format!(
+                "local,id=fs,path={},security_model=passthrough",
+                p.shared.display()
+            ),
+            "-device".to_string(),
+            format!("virtio-9p-pci,fsdev=fs,mount_tag={SHARED_TAG}"),
+        ]),
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_uses_shared_memfd_and_vhost_user_devices() {
+        let cfg = HullConfig::parse(
+            include_str!("../../config/configuration.toml"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let p = VmPaths::new(Path::new("/run/hull"), "sb");
+        let a = qemu_args(&cfg, &p, Accel::Tcg, "sb").join(" ");
+        assert!(
+            a.contains("memory-backend-memfd,id=mem,size=512M,share=on"),
+            "{a}"
+        );
+        assert!(a.contains("vhost-user-vsock-pci"), "{a}");
+        assert!(a.contains("vhost-user-fs-pci,chardev=fs,tag=hullfs"), "{a}");
+        assert!(a.contains("accel=tcg"), "{a}");
+        assert!(a.contains("/run/hull/sb/console.log"), "{a}");
+    }
+}

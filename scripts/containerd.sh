@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A private containerd for Hull's demo and tests: its own config, root,
+# state and socket under $HULL_CTRD_DIR (default /run/hull-containerd).
+# It never touches a system containerd's state.
+# usage: containerd.sh start|stop|address
+set -euo pipefail
+dir=${HULL_CTRD_DIR:-/run/hull-containerd}
+sock=$dir/containerd.sock
+cmd=${1:-start}
+
+case "$cmd" in
+address) echo "$sock" ;;
+start)
+  if [ -S "$sock" ] && ctr --address "$sock" version >/dev/null 2>&1; then
+    echo "containerd: already running at $sock"; exit 0
+  fi
+  mkdir -p "$dir"
+  cat > "$dir/config.toml" <<TOML
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[debug]
+  level = "info"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
+  runtime_type = "io.containerd.hull.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+TOML
+  nohup containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
+  echo $! > "$dir/containerd.pid"
+  for _ in $(seq 1 100); do
+    if ctr --address "$sock" version >/dev/null 2>&1; then echo "containerd: started at $sock"; exit 0; fi
+    sleep 0.1
+  done
+  echo "containerd: did not start; see $dir/containerd.log" >&2; tail -20 "$dir/containerd.log" >&2; exit 1
+  ;;
+stop)
+  if [ -f "$dir/containerd.pid" ]; then
+    kill "$(cat "$dir/containerd.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/containerd.pid"
+  fi
+  ;;
+*) echo "usage: $0 start|stop|address" >&2; exit 2 ;;
+esac

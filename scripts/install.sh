@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the built shim, guest image, helpers and a default configuration.
+# Idempotent: an existing /etc/hull/configuration.toml is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+install -D -m 755 target/release/containerd-shim-hull-v2 /usr/local/bin/containerd-shim-hull-v2
+install -D -m 644 build/guest/vmlinux /usr/local/share/hull/vmlinux
+install -D -m 644 build/guest/initrd.img /usr/local/share/hull/initrd.img
+for helper in vhost-device-vsock virtiofsd; do
+  src=$(command -v "$helper" || echo "$HOME/.cargo/bin/$helper")
+  [ "$src" = "/usr/local/bin/$helper" ] || install -m 755 "$src" "/usr/local/bin/$helper"
+done
+if [ ! -f /etc/hull/configuration.toml ]; then
+  install -D -m 644 config/configuration.toml /etc/hull/configuration.toml
+  echo "install: wrote /etc/hull/configuration.toml"
+fi
+echo "install: containerd-shim-hull-v2, guest image and helpers installed"
