@@ -432,8 +432,10 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
         .bind(&ttrpc_addr)?
         .register_service(agent_ttrpc::create_agent_service(Arc::new(service.clone())))
         .register_service(health_ttrpc::create_health(Arc::new(service)));
-    server.start().await?;
+    // Logged before accepting, so the line is on the console before any
+    // client's first call succeeds.
     slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => uptime_ms());
+    server.start().await?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signals)?;

@@ -23,10 +23,50 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
+/// A containerd FIFO held by an `O_PATH` descriptor: it can be opened (and
+/// a pending open released) through `/proc/self/fd` even after containerd
+/// has unlinked it.
+struct Fifo {
+    handle: std::os::fd::OwnedFd,
+}
+
+impl Fifo {
+    fn hold(path: &str) -> Result<Option<Arc<Fifo>>, ShimError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(ShimError::io(format!("open FIFO {path}")))?;
+        Ok(Some(Arc::new(Fifo {
+            handle: file.into(),
+        })))
+    }
+
+    fn proc_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+    }
+
+    /// Lets a blocked open of the other end complete.
+    fn release(&self, read: bool) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .read(read)
+            .write(!read)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.proc_path());
+    }
+}
+
 /// The copies of one process's streams.
 pub struct ProcessStdio {
     outputs: Vec<JoinHandle<()>>,
     close_stdin: Arc<Notify>,
+    fifos: [Option<Arc<Fifo>>; 3],
 }
 
 async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStream, ShimError> {
@@ -64,16 +104,20 @@ async fn open_fifo_reader(path: PathBuf) -> std::io::Result<pipe::Receiver> {
     pipe::Receiver::from_file(file)
 }
 
-async fn copy_out(mut from: UnixStream, fifo: String, log: slog::Logger, kind: &'static str) {
-    let result = if fifo.is_empty() {
-        tokio::io::copy(&mut from, &mut tokio::io::sink())
+async fn copy_out(
+    mut from: UnixStream,
+    fifo: Option<Arc<Fifo>>,
+    log: slog::Logger,
+    kind: &'static str,
+) {
+    let result = match fifo {
+        None => tokio::io::copy(&mut from, &mut tokio::io::sink())
             .await
-            .map(drop)
-    } else {
-        match open_fifo_writer(PathBuf::from(&fifo)).await {
+            .map(drop),
+        Some(fifo) => match open_fifo_writer(fifo.proc_path()).await {
             Ok(mut to) => copy_and_close(&mut from, &mut to).await,
             Err(e) => Err(e),
-        }
+        },
     };
     if let Err(e) = result {
         slog::warn!(log, "output copy ended with an error"; "stream" => kind, "error" => %e);
@@ -88,12 +132,17 @@ async fn copy_and_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     to.shutdown().await
 }
 
-async fn copy_in(mut to: UnixStream, fifo: String, closed: Arc<Notify>, log: slog::Logger) {
+async fn copy_in(
+    mut to: UnixStream,
+    fifo: Option<Arc<Fifo>>,
+    closed: Arc<Notify>,
+    log: slog::Logger,
+) {
     let notified = closed.notified();
     tokio::pin!(notified);
-    if !fifo.is_empty() {
+    if let Some(fifo) = fifo {
         let copy = async {
-            let mut from = open_fifo_reader(PathBuf::from(&fifo)).await?;
+            let mut from = open_fifo_reader(fifo.proc_path()).await?;
             tokio::io::copy(&mut from, &mut to).await
         };
         tokio::select! {
@@ -130,23 +179,28 @@ impl ProcessStdio {
         } else {
             Some(open_stream(vsock_path, header(StreamKind::Stderr)).await?)
         };
+        let fifos = [
+            Fifo::hold(&paths.stdin)?,
+            Fifo::hold(&paths.stdout)?,
+            Fifo::hold(&paths.stderr)?,
+        ];
         let close_stdin = Arc::new(Notify::new());
         tokio::spawn(copy_in(
             stdin,
-            paths.stdin.clone(),
+            fifos[0].clone(),
             close_stdin.clone(),
             log.clone(),
         ));
         let mut outputs = vec![tokio::spawn(copy_out(
             stdout,
-            paths.stdout.clone(),
+            fifos[1].clone(),
             log.clone(),
             "stdout",
         ))];
         if let Some(s) = stderr {
             outputs.push(tokio::spawn(copy_out(
                 s,
-                paths.stderr.clone(),
+                fifos[2].clone(),
                 log.clone(),
                 "stderr",
             )));
@@ -154,17 +208,31 @@ impl ProcessStdio {
         Ok(ProcessStdio {
             outputs,
             close_stdin,
+            fifos,
         })
     }
 
-    /// Waits until all output has been delivered to containerd.
-    pub async fn wait_output(&mut self) {
-        for h in self.outputs.drain(..) {
-            let _ = h.await;
-        }
+    /// The output copies, to wait on (without holding this struct) until
+    /// all output has been delivered to containerd.
+    pub fn take_outputs(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.outputs)
     }
 
     pub fn close_stdin(&self) {
         self.close_stdin.notify_one();
+    }
+
+    /// Ends every copy, including FIFO opens still waiting for containerd's
+    /// side (a stdin nobody ever writes): opening the other end without
+    /// blocking lets such an open complete, and the copy then sees EOF.
+    pub fn release(&self) {
+        self.close_stdin();
+        let [stdin, stdout, stderr] = &self.fifos;
+        if let Some(f) = stdin {
+            f.release(false);
+        }
+        for f in [stdout, stderr].into_iter().flatten() {
+            f.release(true);
+        }
     }
 }

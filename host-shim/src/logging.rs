@@ -6,14 +6,37 @@ use std::io::Write;
 use slog::Drain;
 
 pub fn init(level: &str) -> slog::Logger {
-    let level = level.parse::<slog::Level>().unwrap_or(slog::Level::Info);
+    let level = parse_level(level).unwrap_or(slog::Level::Info);
     let writer: Box<dyn Write + Send> = match std::fs::OpenOptions::new().write(true).open("log") {
         Ok(f) => Box::new(f),
         Err(_) => Box::new(std::io::stderr()),
     };
     let decorator = slog_term::PlainSyncDecorator::new(writer);
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
-    let drain = slog_async::Async::new(drain).chan_size(4096).build().fuse();
+    // Synchronous, so lines written just before the shim exits are kept.
+    let drain = std::sync::Mutex::new(slog_term::FullFormat::new(decorator).build()).fuse();
     let drain = drain.filter_level(level).fuse();
     slog::Logger::root(drain, slog::o!("runtime" => crate::RUNTIME_ID))
+}
+
+/// The config's level names (`error`, `warn`, `info`, `debug`, `trace`).
+pub fn parse_level(name: &str) -> Option<slog::Level> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "critical" => slog::Level::Critical,
+        "error" => slog::Level::Error,
+        "warn" | "warning" => slog::Level::Warning,
+        "info" => slog::Level::Info,
+        "debug" => slog::Level::Debug,
+        "trace" => slog::Level::Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_level_names_parse() {
+        assert_eq!(super::parse_level("debug"), Some(slog::Level::Debug));
+        assert_eq!(super::parse_level("WARN"), Some(slog::Level::Warning));
+        assert_eq!(super::parse_level("loud"), None);
+    }
 }

@@ -84,7 +84,7 @@ impl Shim for HullShim {
         let paths = VmPaths::new(&state_dir_for_cleanup(), &self.0.id);
         rootfs::unmount_all(&rootfs::shared_rootfs(&paths.shared, &self.0.id));
         rootfs::unmount_all(&bundle.join("rootfs"));
-        let _ = std::fs::remove_dir_all(&paths.dir);
+        let _ = crate::vm::remove_state_dir(&paths.dir);
         Ok(api::DeleteResponse {
             exit_status: 137,
             exited_at: MessageField::some(crate::task::now()),
@@ -220,7 +220,7 @@ impl HullShim {
             Err(e) => {
                 slog::error!(self.0.log, "create failed"; "error" => %e);
                 mounts.undo();
-                let _ = std::fs::remove_dir_all(&paths.dir);
+                let _ = crate::vm::remove_state_dir(&paths.dir);
                 Err(e)
             }
         }
@@ -317,14 +317,20 @@ impl HullShim {
                 VM_DIED_STATUS
             }
         };
-        if let Some(stdio) = task.stdio.lock().await.as_mut() {
-            let grace = if status == VM_DIED_STATUS {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(3600)
-            };
-            let _ = tokio::time::timeout(grace, stdio.wait_output()).await;
-        }
+        let outputs = task
+            .stdio
+            .lock()
+            .await
+            .as_mut()
+            .map(|s| s.take_outputs())
+            .unwrap_or_default();
+        // After a VM death the streams are gone; don't wait on them long.
+        let grace = if status == VM_DIED_STATUS {
+            Duration::from_secs(1)
+        } else {
+            Duration::MAX
+        };
+        let _ = tokio::time::timeout(grace, futures_join(outputs)).await;
         let exit = task.set_exit(status);
         self.publish(TaskExit {
             container_id: task.id.clone(),
@@ -348,34 +354,7 @@ impl HullShim {
                 req.id
             )));
         }
-        if let Some(sandbox) = self.0.sandbox.lock().await.take() {
-            if task.status() == Status::CREATED && sandbox.died.borrow().is_none() {
-                let rm = agent::RemoveContainerRequest {
-                    container_id: req.id.clone(),
-                    timeout: 10,
-                    ..Default::default()
-                };
-                if let Err(e) = sandbox
-                    .agent
-                    .agent
-                    .remove_container(sandbox.agent.ctx(), &rm)
-                    .await
-                {
-                    slog::warn!(self.0.log, "RemoveContainer failed"; "error" => %e);
-                }
-            }
-            sandbox.shutdown().await;
-            let _ = std::fs::remove_dir_all(&sandbox.paths.dir);
-        }
-        if let Some(m) = self
-            .0
-            .mounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            m.undo();
-        }
+        self.teardown(&task).await;
         let exit = task.exit().unwrap_or_else(|| task.set_exit(137));
         *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.publish(TaskDelete {
@@ -393,6 +372,48 @@ impl HullShim {
             exited_at: MessageField::some(exit.at),
             ..Default::default()
         })
+    }
+
+    /// Ends the task's VM and removes everything it had on the host, in an
+    /// order where nothing can reach into a still-mounted rootfs: container,
+    /// VM and helpers, stdio, mounts, and last the state directory.
+    async fn teardown(&self, task: &Task) {
+        let sandbox = self.0.sandbox.lock().await.take();
+        if let Some(sandbox) = &sandbox {
+            if task.status() == Status::CREATED && sandbox.died.borrow().is_none() {
+                let rm = agent::RemoveContainerRequest {
+                    container_id: task.id.clone(),
+                    timeout: 10,
+                    ..Default::default()
+                };
+                if let Err(e) = sandbox
+                    .agent
+                    .agent
+                    .remove_container(sandbox.agent.ctx(), &rm)
+                    .await
+                {
+                    slog::warn!(self.0.log, "RemoveContainer failed"; "error" => %e);
+                }
+            }
+            sandbox.shutdown().await;
+        }
+        if let Some(stdio) = task.stdio.lock().await.take() {
+            stdio.release();
+        }
+        if let Some(m) = self
+            .0
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            m.undo();
+        }
+        if let Some(sandbox) = &sandbox {
+            if let Err(e) = crate::vm::remove_state_dir(&sandbox.paths.dir) {
+                slog::error!(self.0.log, "state directory left behind"; "error" => %e);
+            }
+        }
     }
 
     async fn kill(&self, req: api::KillRequest) -> Result<(), ShimError> {
@@ -457,6 +478,12 @@ impl HullShim {
     }
 }
 
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
 fn stdio_paths(req: &api::CreateTaskRequest) -> StdioPaths {
     StdioPaths {
         stdin: req.stdin.clone(),
@@ -473,6 +500,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "state");
         Ok(HullShim::state(self, &req)?)
     }
 
@@ -481,6 +509,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "create");
         Ok(HullShim::create(self, req).await?)
     }
 
@@ -489,6 +518,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "start");
         Ok(HullShim::start(self, req).await?)
     }
 
@@ -497,10 +527,12 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "delete");
         Ok(HullShim::delete(self, req).await?)
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "kill");
         HullShim::kill(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -510,6 +542,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "wait");
         if !req.exec_id.is_empty() {
             return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)).into());
         }
@@ -527,6 +560,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "close_io");
         HullShim::close_io(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -536,6 +570,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "pids");
         let task = self.task(&req.id)?;
         let info = containerd_shim::protos::types::task::ProcessInfo {
             pid: task.pid,
@@ -552,6 +587,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "connect");
         let task_pid = self.task(&req.id).map(|t| t.pid).unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
@@ -562,6 +598,7 @@ impl TaskApi for HullShim {
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "shutdown");
         // containerd calls Shutdown after every Delete; with a task still
         // present the shim stays (as runc's does).
         if self

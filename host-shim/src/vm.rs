@@ -306,6 +306,37 @@ impl Vm {
     }
 }
 
+/// Removes a sandbox's state directory without ever descending into another
+/// filesystem: a rootfs still mounted under it makes this fail instead of
+/// deleting the container's files.
+pub fn remove_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let root_dev = match dir.symlink_metadata() {
+        Ok(m) => m.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_same_fs(dir, root_dev)
+}
+
+fn remove_same_fs(path: &Path, dev: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = path.symlink_metadata()?;
+    if meta.dev() != dev {
+        return Err(std::io::Error::other(format!(
+            "{} is another filesystem (still mounted)",
+            path.display()
+        )));
+    }
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    for entry in std::fs::read_dir(path)? {
+        remove_same_fs(&entry?.path(), dev)?;
+    }
+    std::fs::remove_dir(path)
+}
+
 fn tail(s: &str, n: usize) -> String {
     let start = s.len().saturating_sub(n);
     s.get(start..).unwrap_or(s).trim().to_string()
@@ -381,6 +412,33 @@ pub fn qemu_args(cfg: &HullConfig, p: &VmPaths, accel: Accel, sandbox_id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_dir_removal_stops_at_a_mount() {
+        // A real bind mount (root, as CI runs) inside the state directory.
+        let state = tempfile::tempdir().unwrap();
+        let precious = tempfile::tempdir().unwrap();
+        std::fs::write(precious.path().join("keep"), "x").unwrap();
+        let target = state.path().join("shared/c1/rootfs");
+        std::fs::create_dir_all(&target).unwrap();
+        nix::mount::mount(
+            Some(precious.path()),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount (tests run as root)");
+        let result = remove_state_dir(state.path());
+        nix::mount::umount(&target).unwrap();
+        assert!(result.is_err(), "removal must refuse to cross the mount");
+        assert!(
+            precious.path().join("keep").exists(),
+            "files under the mount must survive"
+        );
+        remove_state_dir(state.path()).unwrap();
+        assert!(!state.path().exists());
+    }
 
     #[test]
     fn qemu_uses_shared_memfd_and_vhost_user_devices() {
