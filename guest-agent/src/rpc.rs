@@ -79,14 +79,12 @@ impl Service {
             undo.push(storage::mount(s)?);
         }
         let process = spec.process().clone().unwrap_or_default();
-        let (io, stdio) = if process.terminal().unwrap_or(false) {
-            let size = process.console_size();
-            ProcessIo::pty(
-                size.map(|s| s.height() as u16).unwrap_or(24),
-                size.map(|s| s.width() as u16).unwrap_or(80),
-            )?
+        let terminal = process.terminal().unwrap_or(false);
+        let (pipes, stdio) = if terminal {
+            (None, ProcessIo::null_stdio()?)
         } else {
-            ProcessIo::pipes()?
+            let (io, stdio) = ProcessIo::pipes()?;
+            (Some(io), stdio)
         };
         let config = InitConfig {
             container_id: req.container_id.clone(),
@@ -101,6 +99,18 @@ impl Service {
             tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
                 .await
                 .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
+        let mut created = created;
+        let io = match pipes {
+            Some(io) => io,
+            None => {
+                let master = created.console.take().ok_or_else(|| {
+                    AgentError::sys("container console")(std::io::Error::other(
+                        "the init sent no console",
+                    ))
+                })?;
+                ProcessIo::console(master)?
+            }
+        };
         let pid = created.pid.as_raw();
         let exec_id = if req.exec_id.is_empty() {
             req.container_id.clone()

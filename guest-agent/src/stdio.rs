@@ -63,28 +63,33 @@ impl ProcessIo {
         ))
     }
 
-    /// A pseudo-terminal: stdin and stdout are its master, there is no stderr.
-    pub fn pty(rows: u16, cols: u16) -> Result<(Self, InitStdio), AgentError> {
-        let size = nix::pty::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
+    /// Stdio for an init that will make its own terminal: /dev/null until
+    /// then (setup errors travel over the init channel, not stdio).
+    pub fn null_stdio() -> Result<InitStdio, AgentError> {
+        let null = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
         };
-        let pty = nix::pty::openpty(Some(&size), None)
-            .map_err(|e| AgentError::sys("openpty")(e.into()))?;
-        nix::fcntl::fcntl(
-            &pty.master,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| AgentError::sys("cloexec pty")(e.into()))?;
-        let stdio = InitStdio {
-            stdin: dup(&pty.slave)?,
-            stdout: dup(&pty.slave)?,
-            stderr: pty.slave,
-        };
-        let io = ProcessIo::new(dup(&pty.master)?, dup(&pty.master)?, None, Some(pty.master));
-        Ok((io, stdio))
+        let open = |_| null().map_err(AgentError::sys("open /dev/null"));
+        Ok(InitStdio {
+            stdin: open(0)?,
+            stdout: open(1)?,
+            stderr: open(2)?,
+        })
+    }
+
+    /// A terminal process: stdin and stdout are the pty master the container
+    /// made; there is no separate stderr.
+    pub fn console(master: OwnedFd) -> Result<Self, AgentError> {
+        Ok(ProcessIo::new(
+            dup(&master)?,
+            dup(&master)?,
+            None,
+            Some(master),
+        ))
     }
 
     fn take(&self, kind: StreamKind) -> Option<OwnedFd> {

@@ -188,7 +188,8 @@ impl HullShim {
                 let pid = sandbox.vm.lock().await.qemu_pid();
                 let stdio_paths = stdio_paths(&req);
                 *self.0.mounts.lock().unwrap_or_else(|e| e.into_inner()) = Some(mounts);
-                *self.0.sandbox.lock().await = Some(Arc::new(sandbox));
+                let sandbox = Arc::new(sandbox);
+                *self.0.sandbox.lock().await = Some(sandbox.clone());
                 let task = Arc::new(Task::new(
                     req.id.clone(),
                     req.bundle.clone(),
@@ -196,7 +197,9 @@ impl HullShim {
                     stdio_paths,
                     stdio,
                 ));
-                *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+                *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
+                // Watched from creation: a created task can be killed too.
+                tokio::spawn(self.clone().watch_exit(task, sandbox));
                 self.publish(TaskCreate {
                     container_id: req.id.clone(),
                     bundle: req.bundle.clone(),
@@ -270,6 +273,7 @@ impl HullShim {
             )));
         }
         let sandbox = self.sandbox().await?;
+        let _order = task.lifecycle.lock().await;
         let start = agent::StartContainerRequest {
             container_id: req.id.clone(),
             ..Default::default()
@@ -280,14 +284,13 @@ impl HullShim {
             .start_container(sandbox.agent.ctx(), &start)
             .await
             .map_err(ShimError::agent("StartContainer"))?;
-        task.set_status(Status::RUNNING);
+        task.mark_running();
         self.publish(TaskStart {
             container_id: req.id.clone(),
             pid: task.pid,
             ..Default::default()
         })
         .await;
-        tokio::spawn(self.clone().watch_exit(task.clone(), sandbox));
         Ok(api::StartResponse {
             pid: task.pid,
             ..Default::default()
@@ -331,6 +334,7 @@ impl HullShim {
             Duration::MAX
         };
         let _ = tokio::time::timeout(grace, futures_join(outputs)).await;
+        let _order = task.lifecycle.lock().await;
         let exit = task.set_exit(status);
         self.publish(TaskExit {
             container_id: task.id.clone(),
@@ -467,6 +471,34 @@ impl HullShim {
         })
     }
 
+    async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<(), ShimError> {
+        if !req.exec_id.is_empty() {
+            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+        }
+        let task = self.task(&req.id)?;
+        if !task.stdio_paths.terminal {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} has no terminal",
+                req.id
+            )));
+        }
+        let sandbox = self.sandbox().await?;
+        let resize = agent::TtyWinResizeRequest {
+            container_id: req.id.clone(),
+            exec_id: req.id.clone(),
+            row: req.height,
+            column: req.width,
+            ..Default::default()
+        };
+        sandbox
+            .agent
+            .agent
+            .tty_win_resize(sandbox.agent.ctx(), &resize)
+            .await
+            .map_err(ShimError::agent("TtyWinResize"))?;
+        Ok(())
+    }
+
     async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
         let task = self.task(&req.id)?;
         if req.stdin {
@@ -562,6 +594,16 @@ impl TaskApi for HullShim {
     ) -> TtrpcResult<api::Empty> {
         slog::info!(self.0.log, "task rpc"; "rpc" => "close_io");
         HullShim::close_io(self, req).await?;
+        Ok(api::Empty::new())
+    }
+
+    async fn resize_pty(
+        &self,
+        _: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        slog::info!(self.0.log, "task rpc"; "rpc" => "resize_pty");
+        HullShim::resize_pty(self, req).await?;
         Ok(api::Empty::new())
     }
 

@@ -23,6 +23,9 @@ pub struct Task {
     status: Mutex<Status>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
     pub stdio: tokio::sync::Mutex<Option<ProcessStdio>>,
+    /// Held by Start until TaskStart is published and taken before TaskExit
+    /// is, so containerd always sees them in that order.
+    pub lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl Task {
@@ -41,6 +44,7 @@ impl Task {
             status: Mutex::new(Status::CREATED),
             exit_tx: watch::channel(None).0,
             stdio: tokio::sync::Mutex::new(Some(stdio)),
+            lifecycle: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -50,6 +54,14 @@ impl Task {
 
     pub fn set_status(&self, s: Status) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// CREATED -> RUNNING; a task that already stopped stays stopped.
+    pub fn mark_running(&self) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if *s == Status::CREATED {
+            *s = Status::RUNNING;
+        }
     }
 
     pub fn exit(&self) -> Option<ExitInfo> {

@@ -36,6 +36,9 @@ pub enum ToInit {
 pub enum FromInit {
     /// The container's init process exists; its pid in the runtime's namespace.
     Forked { pid: i32 },
+    /// The container's console (pty master) follows as one byte carrying
+    /// the fd (SCM_RIGHTS); receive it with [`Channel::recv_fd`].
+    Console,
     /// Setup is done; waiting for `Start`.
     Ready,
     /// Setup failed. `stage` says what was being done, `message` why,
@@ -93,6 +96,54 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Sends `fd` as one byte of ancillary data.
+    pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), ChannelError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fds = [fd.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"F")];
+        sendmsg::<()>(
+            self.stream.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| ChannelError::Io(e.into()))?;
+        Ok(())
+    }
+
+    /// Receives an fd sent with [`Channel::send_fd`].
+    pub fn recv_fd(&mut self) -> Result<OwnedFd, ChannelError> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut byte = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(
+            self.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| ChannelError::Io(e.into()))?;
+        for cmsg in msg.cmsgs().map_err(|e| ChannelError::Io(e.into()))? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: the kernel just installed this descriptor in our
+                    // table for us; nothing else owns it.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(ChannelError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no fd in message",
+        )))
+    }
+}
+
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
@@ -122,5 +173,26 @@ mod tests {
             Some(FromInit::Failed { .. })
         ));
         assert!(b.recv::<FromInit>().unwrap().is_none());
+    }
+
+    #[test]
+    fn fd_passes_between_messages() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        a.send(&FromInit::Console).unwrap();
+        a.send_fd(file.as_fd()).unwrap();
+        a.send(&FromInit::Ready).unwrap();
+        assert!(matches!(
+            b.recv::<FromInit>().unwrap(),
+            Some(FromInit::Console)
+        ));
+        let fd = b.recv_fd().unwrap();
+        let same = nix::sys::stat::fstat(&fd).unwrap().st_ino
+            == nix::sys::stat::fstat(&file).unwrap().st_ino;
+        assert!(same, "received fd is the sent file");
+        assert!(matches!(
+            b.recv::<FromInit>().unwrap(),
+            Some(FromInit::Ready)
+        ));
     }
 }

@@ -55,6 +55,8 @@ pub const INIT_CHANNEL_FD: i32 = 3;
 pub struct Created {
     pub pid: Pid,
     pub cgroup: ContainerCgroup,
+    /// The pty master, when the process has a terminal.
+    pub console: Option<OwnedFd>,
     channel: Channel,
 }
 
@@ -125,13 +127,20 @@ pub fn create(
     let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
     cgroup.add_process(pid.as_raw() as u32)?;
     parent.send(&ToInit::Proceed)?;
-    match receive(&mut parent, "setup finished")? {
-        FromInit::Ready => Ok(Created {
-            pid,
-            cgroup,
-            channel: parent,
-        }),
-        other => Err(ContainerError::Protocol(format!("{other:?}"))),
+    let mut console = None;
+    loop {
+        match receive(&mut parent, "setup finished")? {
+            FromInit::Console => console = Some(parent.recv_fd()?),
+            FromInit::Ready => {
+                return Ok(Created {
+                    pid,
+                    cgroup,
+                    console,
+                    channel: parent,
+                })
+            }
+            other => return Err(ContainerError::Protocol(format!("{other:?}"))),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub enum InitError {
     Caps(#[from] CapsError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     #[error("{op}: {source}")]
     Sys {
         op: String,
@@ -50,6 +52,12 @@ pub enum InitError {
 /// Runs the init protocol on `channel_fd` and never returns: it either
 /// executes the user program or reports the failure and exits 1.
 pub fn run(channel_fd: OwnedFd) -> ! {
+    // The runtime learns that execve succeeded from this end closing, so it
+    // must not survive into the user program (dup2 cleared the flag).
+    let _ = nix::fcntl::fcntl(
+        &channel_fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     let mut channel = Channel::from_fd(channel_fd);
     let mut stage = "receive config";
     let err = match init(&mut channel, &mut stage) {
@@ -138,17 +146,6 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
         source,
     })?;
     let process = spec.process().clone().unwrap_or_default();
-    if process.terminal().unwrap_or(false) {
-        *stage = "controlling terminal";
-        // SAFETY: TIOCSCTTY on fd 0, which the runtime set to the pty slave.
-        let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-        if rc < 0 {
-            return Err(InitError::Sys {
-                op: "TIOCSCTTY".into(),
-                source: nix::Error::last(),
-            });
-        }
-    }
 
     if plan.creates(LinuxNamespaceType::Mount) {
         *stage = "rootfs";
@@ -165,6 +162,12 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     }
     *stage = "sysctl";
     write_sysctls(spec)?;
+    if process.terminal().unwrap_or(false) {
+        *stage = "console";
+        let master = crate::console::create(process.console_size().as_ref())?;
+        channel.send(&FromInit::Console)?;
+        channel.send_fd(std::os::fd::AsFd::as_fd(&master))?;
+    }
 
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";

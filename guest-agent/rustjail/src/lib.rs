@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod channel;
 pub mod config;
+pub mod console;
 pub mod container;
 pub mod devices;
 pub mod init;
