@@ -187,7 +187,9 @@ fn guest_uptime_ms(console: &Path) -> u64 {
     text.lines()
         .filter(|l| l.contains("\"agent ready\""))
         .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
+            // Firmware output may precede the JSON on the same line.
+            let json = &l[l.find('{')?..];
+            let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
             v.get("uptime_ms")?.as_u64()
         })
         .unwrap_or(0)
@@ -196,6 +198,18 @@ fn guest_uptime_ms(console: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_is_read_behind_firmware_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        std::fs::write(
+            &console,
+            "Booting from ROM..{\"msg\":\"agent ready\",\"uptime_ms\":2870}\r\n",
+        )
+        .unwrap();
+        assert_eq!(guest_uptime_ms(&console), 2870);
+    }
 
     #[test]
     fn guest_spec_root_points_into_shared_dir() {

@@ -532,7 +532,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "state");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "state");
         Ok(HullShim::state(self, &req)?)
     }
 
@@ -541,7 +541,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "create");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "create");
         Ok(HullShim::create(self, req).await?)
     }
 
@@ -550,7 +550,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "start");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "start");
         Ok(HullShim::start(self, req).await?)
     }
 
@@ -559,12 +559,12 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "delete");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "delete");
         Ok(HullShim::delete(self, req).await?)
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "kill");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "kill");
         HullShim::kill(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -574,7 +574,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "wait");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "wait");
         if !req.exec_id.is_empty() {
             return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)).into());
         }
@@ -592,7 +592,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "close_io");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "close_io");
         HullShim::close_io(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -602,7 +602,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "resize_pty");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "resize_pty");
         HullShim::resize_pty(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -612,7 +612,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "pids");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "pids");
         let task = self.task(&req.id)?;
         let info = containerd_shim::protos::types::task::ProcessInfo {
             pid: task.pid,
@@ -629,7 +629,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "connect");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "connect");
         let task_pid = self.task(&req.id).map(|t| t.pid).unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
@@ -640,7 +640,7 @@ impl TaskApi for HullShim {
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        slog::info!(self.0.log, "task rpc"; "rpc" => "shutdown");
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "shutdown");
         // containerd calls Shutdown after every Delete; with a task still
         // present the shim stays (as runc's does).
         if self

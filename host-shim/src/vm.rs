@@ -306,35 +306,49 @@ impl Vm {
     }
 }
 
-/// Removes a sandbox's state directory without ever descending into another
-/// filesystem: a rootfs still mounted under it makes this fail instead of
+/// Removes a sandbox's state directory, refusing while anything is still
+/// mounted below it: a rootfs left mounted makes this fail instead of
 /// deleting the container's files.
 pub fn remove_state_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let root_dev = match dir.symlink_metadata() {
-        Ok(m) => m.dev(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    remove_same_fs(dir, root_dev)
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    if let Some(m) = mounts_below(&mountinfo, dir).first() {
+        return Err(std::io::Error::other(format!("{m} is still mounted")));
+    }
+    std::fs::remove_dir_all(dir)
 }
 
-fn remove_same_fs(path: &Path, dev: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = path.symlink_metadata()?;
-    if meta.dev() != dev {
-        return Err(std::io::Error::other(format!(
-            "{} is another filesystem (still mounted)",
-            path.display()
-        )));
+/// Mount points at or below `dir`, from mountinfo text.
+fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(b as char),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
     }
-    if !meta.is_dir() {
-        return std::fs::remove_file(path);
-    }
-    for entry in std::fs::read_dir(path)? {
-        remove_same_fs(&entry?.path(), dev)?;
-    }
-    std::fs::remove_dir(path)
+    out
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -412,6 +426,16 @@ pub fn qemu_args(cfg: &HullConfig, p: &VmPaths, accel: Accel, sandbox_id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped_and_matched_by_prefix() {
+        let info = "36 35 98:0 / /run/hull/sb/shared/c\\0401/rootfs rw - overlay overlay rw\n\
+                    37 35 98:0 / /run/hull/sb2 rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mounts_below(info, Path::new("/run/hull/sb")),
+            ["/run/hull/sb/shared/c 1/rootfs"]
+        );
+    }
 
     #[test]
     fn state_dir_removal_stops_at_a_mount() {

@@ -169,6 +169,10 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
         channel.send_fd(std::os::fd::AsFd::as_fd(&master))?;
     }
 
+    // Everything but execve happens before Ready, as in runc: a bad user,
+    // cwd or missing program fails the create, not the start.
+    *stage = "process";
+    let exec = prepare_process(&process)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
     match expect(channel, "Start")? {
@@ -180,8 +184,8 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
             })
         }
     }
-    *stage = "process";
-    start_process(&process)
+    *stage = "exec";
+    Ok(exec.exec()?)
 }
 
 fn build_rootfs(config: &InitConfig) -> Result<(), InitError> {
@@ -208,7 +212,7 @@ fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
-fn start_process(process: &oci_spec::runtime::Process) -> Result<Infallible, InitError> {
+fn prepare_process(process: &oci_spec::runtime::Process) -> Result<process::ExecPlan, InitError> {
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
@@ -233,5 +237,5 @@ fn start_process(process: &oci_spec::runtime::Process) -> Result<Infallible, Ini
             source,
         })?;
     }
-    Ok(process::exec(process)?)
+    Ok(process::ExecPlan::new(process)?)
 }

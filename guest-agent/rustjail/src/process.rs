@@ -13,7 +13,7 @@ use oci_spec::runtime::{PosixRlimit, PosixRlimitType, Process, User};
 pub enum ProcessError {
     #[error("process.args is empty")]
     NoArgs,
-    #[error("executable {0:?} not found in $PATH")]
+    #[error("executable {0:?} not found (in the container's $PATH)")]
     NotFound(String),
     #[error("{what} contains a NUL byte")]
     Nul { what: &'static str },
@@ -139,22 +139,46 @@ fn cstrings(items: &[String], what: &'static str) -> Result<Vec<CString>, Proces
         .collect()
 }
 
-/// Replaces this process with the spec's program. Returns only on failure.
-pub fn exec(process: &Process) -> Result<Infallible, ProcessError> {
-    let args = process.args().clone().unwrap_or_default();
-    let first = args.first().ok_or(ProcessError::NoArgs)?;
-    let env = process.env().clone().unwrap_or_default();
-    let path = resolve_executable(first, &env, Path::new("/"))?;
-    let c_path =
-        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ProcessError::Nul {
-            what: "process.args[0]",
-        })?;
-    let c_args = cstrings(&args, "process.args")?;
-    let c_env = cstrings(&env, "process.env")?;
-    nix::unistd::execve(&c_path, &c_args, &c_env).map_err(|source| ProcessError::Exec {
-        path: path.display().to_string(),
-        source,
-    })
+/// The user program, resolved and ready for execve.
+pub struct ExecPlan {
+    path: CString,
+    display: String,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl ExecPlan {
+    /// Resolves the program in the container's `PATH` (the process must
+    /// already be inside the container's root).
+    pub fn new(process: &Process) -> Result<Self, ProcessError> {
+        let args = process.args().clone().unwrap_or_default();
+        let first = args.first().ok_or(ProcessError::NoArgs)?;
+        let env = process.env().clone().unwrap_or_default();
+        let path = resolve_executable(first, &env, Path::new("/"))?;
+        if !path.exists() {
+            return Err(ProcessError::NotFound(first.clone()));
+        }
+        Ok(ExecPlan {
+            path: CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+                ProcessError::Nul {
+                    what: "process.args[0]",
+                }
+            })?,
+            display: path.display().to_string(),
+            args: cstrings(&args, "process.args")?,
+            env: cstrings(&env, "process.env")?,
+        })
+    }
+
+    /// Replaces this process with the program. Returns only on failure.
+    pub fn exec(&self) -> Result<Infallible, ProcessError> {
+        nix::unistd::execve(&self.path, &self.args, &self.env).map_err(|source| {
+            ProcessError::Exec {
+                path: self.display.clone(),
+                source,
+            }
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,225 @@
+//! The suite's private containerd, Hull configuration and image.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "docker.io/hull/busybox:latest";
+pub const RUNTIME: &str = "io.containerd.hull.v2";
+const NAMESPACE: &str = "hull-e2e";
+
+pub struct Env {
+    pub repo: PathBuf,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    good_config: String,
+}
+
+pub fn run(cmd: &mut Command) -> Result<Output, String> {
+    cmd.output().map_err(|e| format!("run {cmd:?}: {e}"))
+}
+
+fn check(out: Output, what: &str) -> Result<Output, String> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Env {
+    pub fn start() -> Result<Env, String> {
+        if !nix_is_root() {
+            return Err("the end-to-end suite needs root (VMs, mounts, containerd)".into());
+        }
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let repo = repo.canonicalize().map_err(|e| e.to_string())?;
+        let dir = PathBuf::from(format!("/run/hull-e2e-{}", std::process::id()));
+        let state_dir = dir.join("hull-state");
+        std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
+        let config = dir.join("configuration.toml");
+        let template = std::fs::read_to_string(repo.join("config/configuration.toml"))
+            .map_err(|e| e.to_string())?;
+        let good_config = template.replace(
+            "state_dir = \"/run/hull\"",
+            &format!("state_dir = \"{}\"", state_dir.display()),
+        );
+        std::fs::write(&config, &good_config).map_err(|e| e.to_string())?;
+        let env = Env {
+            sock: dir.join("containerd.sock"),
+            repo,
+            dir,
+            config,
+            state_dir,
+            good_config,
+        };
+        check(
+            run(Command::new("bash")
+                .arg(env.repo.join("scripts/containerd.sh"))
+                .arg("start")
+                .env("HULL_CTRD_DIR", &env.dir)
+                .env("HULL_CONFIG", &env.config))?,
+            "start containerd",
+        )?;
+        let tar = env.dir.join("busybox.tar");
+        check(
+            run(Command::new("bash")
+                .arg(env.repo.join("scripts/busybox-image.sh"))
+                .arg(&tar))?,
+            "build image",
+        )?;
+        check(
+            run(env.ctr().args(["image", "import"]).arg(&tar))?,
+            "import image",
+        )?;
+        Ok(env)
+    }
+
+    /// `ctr` against the private containerd.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.sock).args(["-n", NAMESPACE]);
+        c
+    }
+
+    /// `ctr run --rm --runtime hull IMAGE id args...`
+    pub fn run_cmd(&self, id: &str, args: &[&str]) -> Command {
+        let mut c = self.ctr();
+        c.args(["run", "--rm", "--runtime", RUNTIME, IMAGE, id])
+            .args(args);
+        c
+    }
+
+    pub fn write_config(&self, text: &str) -> Result<(), String> {
+        std::fs::write(&self.config, text).map_err(|e| e.to_string())
+    }
+
+    pub fn restore_config(&self) -> Result<(), String> {
+        self.write_config(&self.good_config)
+    }
+
+    pub fn good_config(&self) -> &str {
+        &self.good_config
+    }
+
+    /// Processes whose command line mentions `needle`.
+    pub fn processes_with(needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) && !text.contains("hull-tests") && !text.contains("/e2e-") {
+                found.push(format!(
+                    "{} {}",
+                    entry.file_name().to_string_lossy(),
+                    text.trim()
+                ));
+            }
+        }
+        found
+    }
+
+    /// After a case: no VM, helper, shim, mount, socket or state of any task.
+    pub fn check_no_leaks(&self) -> Result<(), String> {
+        // Shims exit right after containerd's Shutdown; give them a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let leaks = self.leaks();
+            if leaks.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("left behind: {leaks:#?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn leaks(&self) -> Vec<String> {
+        let mut leaks = Env::processes_with(&self.state_dir.display().to_string());
+        leaks.extend(Env::processes_with(&format!(
+            "-address {}",
+            self.sock.display()
+        )));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let state = self.state_dir.display().to_string();
+        let tasks = self
+            .dir
+            .join("state/io.containerd.runtime.v2.task")
+            .display()
+            .to_string();
+        leaks.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(&state) || l.contains(&tasks))
+                .map(|l| format!("mount {l}")),
+        );
+        for entry in std::fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            leaks.push(format!("state {}", entry.path().display()));
+        }
+        leaks
+    }
+
+    /// Best effort after a failed case, so the next case starts clean.
+    pub fn force_cleanup(&self) {
+        let list = self
+            .ctr()
+            .args(["task", "ls", "-q"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        for id in String::from_utf8_lossy(&list).lines() {
+            let _ = self.ctr().args(["task", "kill", "-s", "KILL", id]).output();
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = self.ctr().args(["task", "delete", "-f", id]).output();
+        }
+        let list = self
+            .ctr()
+            .args(["container", "ls", "-q"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        for id in String::from_utf8_lossy(&list).lines() {
+            let _ = self.ctr().args(["container", "delete", id]).output();
+        }
+        let _ = self.restore_config();
+    }
+
+    pub fn stop(&self) {
+        self.force_cleanup();
+        let _ = Command::new("bash")
+            .arg(self.repo.join("scripts/containerd.sh"))
+            .arg("stop")
+            .env("HULL_CTRD_DIR", &self.dir)
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    pub fn unique(&self, case: &str) -> String {
+        format!("{case}-{}", std::process::id())
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        Path::new(&self.dir).join(rel)
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

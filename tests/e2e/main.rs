@@ -1,0 +1,43 @@
+//! End-to-end: `ctr` against a private containerd with Hull installed, real
+//! QEMU VMs under the machine's accelerator. Needs root; fails (never skips)
+//! without it. Run with `make e2e` (which installs the current build first).
+
+mod cases;
+mod env;
+
+use std::time::Instant;
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let env = match env::Env::start() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("e2e: set-up failed: {e}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases::ALL {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let start = Instant::now();
+        let result = case(&env).and_then(|()| env.check_no_leaks());
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({secs:.1}s)");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({secs:.1}s)\n    {e}");
+                env.force_cleanup();
+            }
+        }
+    }
+    env.stop();
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
