@@ -39,8 +39,7 @@ impl Archive {
     }
 
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let mut ino = 1u32;
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data, rdev): (u32, &[u8], (u32, u32)) = match entry {
                 Entry::Dir { mode } => (0o040000 | mode, &[], (0, 0)),
                 Entry::File { mode, data } => (0o100000 | mode, data, (0, 0)),
@@ -55,7 +54,6 @@ impl Archive {
             write_header(out, ino, mode, nlink, data.len() as u32, rdev, path)?;
             out.write_all(data)?;
             pad(out, data.len())?;
-            ino += 1;
         }
         write_header(out, 0, 0, 1, 0, (0, 0), "TRAILER!!!")
     }

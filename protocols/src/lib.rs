@@ -6,7 +6,7 @@
 
 macro_rules! generated {
     ($($name:ident),*) => {$(
-        #[allow(clippy::all, clippy::undocumented_unsafe_blocks, unknown_lints, dead_code,
+        #[allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::unwrap_used, unknown_lints, dead_code,
             missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals,
             trivial_casts, unused_imports, unused_results, unused_mut, unsafe_code)]
         pub mod $name {

@@ -79,7 +79,7 @@ pub fn create(
     stdio: InitStdio,
 ) -> Result<Created, ContainerError> {
     let (mut parent, child) = Channel::pair().map_err(ChannelError::from)?;
-    let child_fd: OwnedFd = OwnedFd::from(child_stream(child));
+    let child_fd = OwnedFd::from(child);
     let raw = child_fd.as_raw_fd();
     let mut command = Command::new(&cmd.binary);
     command
@@ -142,14 +142,6 @@ pub fn create(
             other => return Err(ContainerError::Protocol(format!("{other:?}"))),
         }
     }
-}
-
-fn child_stream(c: Channel) -> OwnedFd {
-    use std::os::fd::AsFd;
-    // The Channel owns the socket; hand its fd over as an OwnedFd.
-    let fd = c.as_fd().try_clone_to_owned();
-    drop(c);
-    fd.unwrap_or_else(|_| std::process::abort())
 }
 
 impl Created {
