@@ -11,7 +11,10 @@ fn build(out: &std::path::Path, agent: &std::path::Path) {
         .arg(out)
         .status()
         .expect("run hull-image");
-    assert!(status.success(), "hull-image failed (is linux-image-amd64 installed?)");
+    assert!(
+        status.success(),
+        "hull-image failed (is linux-image-amd64 installed?)"
+    );
 }
 
 #[test]
@@ -23,10 +26,16 @@ fn two_builds_are_byte_identical() {
     build(&a, &agent);
     build(&b, &agent);
     for file in ["vmlinux", "initrd.img"] {
-        let (x, y) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+        let (x, y) = (
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+        );
         assert!(!x.is_empty(), "{file} is empty");
         assert!(x == y, "{file} differs between two builds");
     }
     let vmlinux = std::fs::read(a.join("vmlinux")).unwrap();
-    assert!(vmlinux.starts_with(b"\x7fELF"), "vmlinux is an ELF image (PVH boot)");
+    assert!(
+        vmlinux.starts_with(b"\x7fELF"),
+        "vmlinux is an ELF image (PVH boot)"
+    );
 }
