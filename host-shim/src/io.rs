@@ -87,21 +87,24 @@ async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStre
 }
 
 /// Opens a FIFO in blocking mode (as containerd's own shims do: the open
-/// waits for the other end) and hands it to tokio.
+/// waits for the other end), off the async threads.
+async fn open_fifo_blocking(path: PathBuf, write: bool) -> std::io::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 async fn open_fifo_writer(path: PathBuf) -> std::io::Result<pipe::Sender> {
-    let file =
-        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
-            .await
-            .map_err(std::io::Error::other)??;
-    pipe::Sender::from_file(file)
+    pipe::Sender::from_file(open_fifo_blocking(path, true).await?)
 }
 
 async fn open_fifo_reader(path: PathBuf) -> std::io::Result<pipe::Receiver> {
-    let file =
-        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().read(true).open(path))
-            .await
-            .map_err(std::io::Error::other)??;
-    pipe::Receiver::from_file(file)
+    pipe::Receiver::from_file(open_fifo_blocking(path, false).await?)
 }
 
 async fn copy_out(

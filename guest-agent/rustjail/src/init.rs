@@ -84,6 +84,21 @@ fn expect(channel: &mut Channel, expected: &'static str) -> Result<ToInit, InitE
     }
 }
 
+/// Receives the next message and checks it is the one the protocol expects.
+fn expect_exact(
+    channel: &mut Channel,
+    expected: &'static str,
+    is: fn(&ToInit) -> bool,
+) -> Result<(), InitError> {
+    match expect(channel, expected)? {
+        m if is(&m) => Ok(()),
+        other => Err(InitError::Protocol {
+            expected,
+            got: format!("{other:?}"),
+        }),
+    }
+}
+
 fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, InitError> {
     let config = match expect(channel, "Config")? {
         ToInit::Config(c) => *c,
@@ -125,15 +140,7 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     }
 
     *stage = "wait for cgroup";
-    match expect(channel, "Proceed")? {
-        ToInit::Proceed => {}
-        other => {
-            return Err(InitError::Protocol {
-                expected: "Proceed",
-                got: format!("{other:?}"),
-            })
-        }
-    }
+    expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
     if plan.new_cgroup {
         *stage = "cgroup namespace";
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| InitError::Sys {
@@ -175,15 +182,7 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     let exec = prepare_process(&process)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
-    match expect(channel, "Start")? {
-        ToInit::Start => {}
-        other => {
-            return Err(InitError::Protocol {
-                expected: "Start",
-                got: format!("{other:?}"),
-            })
-        }
-    }
+    expect_exact(channel, "Start", |m| matches!(m, ToInit::Start))?;
     *stage = "exec";
     Ok(exec.exec()?)
 }
