@@ -1,7 +1,7 @@
 //! The container's cgroup (v1 or v2, through cgroups-rs): created by the
 //! parent, which moves the container's init into it before setup goes on.
 
-use cgroups_rs::fs::{hierarchies, Cgroup, MaxValue, Resources};
+use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
 use cgroups_rs::CgroupPid;
 use oci_spec::runtime::LinuxResources;
 
@@ -11,7 +11,7 @@ pub enum CgroupError {
     Cgroups {
         path: String,
         #[source]
-        source: cgroups_rs::fs::error::Error,
+        source: cgroups_rs::error::Error,
     },
     #[error("cgroupsPath {0:?} must not contain '..'")]
     BadPath(String),
