@@ -21,12 +21,6 @@ else
   echo "install-deps: apt packages present"
 fi
 
-# The distribution containerd unit must not run: Hull's demo and tests use a
-# private containerd, and a stray system one only confuses debugging.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled containerd >/dev/null 2>&1; then
-  systemctl disable --now containerd >/dev/null 2>&1 || true
-fi
-
 cargo_helper() {
   local crate=$1 bin=$2
   if command -v "$bin" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$bin" ]; then
