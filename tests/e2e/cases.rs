@@ -31,6 +31,10 @@ pub const ALL: &[(&str, Case)] = &[
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
+    (
+        "dead_vm_or_helper_ends_the_task",
+        dead_vm_or_helper_ends_the_task,
+    ),
 ];
 
 fn stdout(o: &std::process::Output) -> String {
@@ -339,5 +343,45 @@ fn bad_command_fails_cleanly(env: &Env) -> Result<(), String> {
     let _ = run(env
         .ctr()
         .args(["container", "delete", &env.unique("nocmd")]));
+    Ok(())
+}
+
+/// kill -9 of QEMU or of either helper: the task is reported exited (255)
+/// promptly, `ctr run --rm` returns, and the leak check finds nothing.
+fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
+    for victim in ["qemu-system", "vhost-device-vsock", "virtiofsd"] {
+        let id = env.unique(&format!(
+            "dead-{}",
+            victim.split('-').next().unwrap_or(victim)
+        ));
+        let child = env
+            .run_cmd(&id, &["sleep", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        wait_running(env, &id)?;
+        let dir = env.state_dir.join(&id).display().to_string();
+        let pid = Env::processes_with(&dir)
+            .into_iter()
+            .find(|p| p.contains(victim))
+            .and_then(|p| p.split_whitespace().next().map(str::to_string))
+            .ok_or(format!("no {victim} process for {id}"))?;
+        let killed = Instant::now();
+        run(Command::new("kill").args(["-9", &pid]))?;
+        let o = child.wait_with_output().map_err(|e| e.to_string())?;
+        let took = killed.elapsed();
+        if o.status.code() != Some(255) {
+            return Err(format!(
+                "after kill -9 {victim}: ctr exited {:?}: {}",
+                o.status.code(),
+                stderr(&o)
+            ));
+        }
+        if took > Duration::from_secs(5) {
+            return Err(format!("after kill -9 {victim}: the exit took {took:?}"));
+        }
+        env.check_no_leaks()?;
+    }
     Ok(())
 }

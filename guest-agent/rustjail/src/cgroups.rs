@@ -1,8 +1,8 @@
 //! The container's cgroup (v1 or v2, through cgroups-rs): created by the
 //! parent, which moves the container's init into it before setup goes on.
 
-use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
 use cgroups_rs::CgroupPid;
+use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
 use oci_spec::runtime::LinuxResources;
 
 #[derive(Debug, thiserror::Error)]
