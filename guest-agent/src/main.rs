@@ -65,12 +65,17 @@ fn run_container_init(args: &[String]) -> ! {
 }
 
 fn agent_main(cfg: config::AgentConfig) -> i32 {
-    let log = logging::init(&cfg);
+    let host_log = logging::HostLog::default();
+    let log = logging::init(&cfg, &host_log);
     pid1::install_panic_hook(log.clone(), cfg.is_pid1);
     if cfg.is_pid1 {
         if let Err(e) = pid1::setup(&log) {
             slog::crit!(log, "PID 1 setup failed"; "error" => %e);
             return 1;
+        }
+        // The vsock driver is loaded now.
+        if let Err(e) = host_log.connect() {
+            slog::warn!(log, "agent logs stay on the console: no host log port"; "error" => %e);
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod agent;
 pub mod config;
 pub mod errors;
+pub mod guest_log;
 pub mod io;
 pub mod logging;
 pub mod rootfs;

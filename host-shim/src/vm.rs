@@ -42,6 +42,12 @@ pub enum VmError {
         path: String,
         secs: u64,
     },
+    #[error("guest log socket {path}: {source}")]
+    LogSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state directory {path}: {source}")]
     StateDir {
         path: String,
@@ -96,6 +102,8 @@ pub struct Vm {
     /// Fires with a description when QEMU or any helper exits on its own.
     pub died: watch::Receiver<Option<String>>,
     died_tx: watch::Sender<Option<String>>,
+    /// Forwards the agent's log lines into the shim's log.
+    guest_log: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn spawn(
@@ -211,6 +219,7 @@ impl Vm {
             children: Vec::new(),
             died,
             died_tx,
+            guest_log: None,
         };
         let socket_wait = Duration::from_secs(10);
 
@@ -254,6 +263,13 @@ impl Vm {
             vm.wait_for_socket("virtiofsd", &vm.paths.virtiofs.clone(), socket_wait)
                 .await?;
         }
+        let guest_log =
+            crate::guest_log::forward(&vm.paths.vsock, log.new(slog::o!("source" => "guest")))
+                .map_err(|source| VmError::LogSocket {
+                    path: vm.paths.vsock.display().to_string(),
+                    source,
+                })?;
+        vm.guest_log = Some(guest_log);
         let args = qemu_args(cfg, &vm.paths, vm.accel.accel, sandbox_id);
         let (child, pid) = spawn(
             "qemu",
@@ -281,6 +297,9 @@ impl Vm {
 
     /// Ends QEMU, then the helpers, and waits until each has exited.
     pub async fn stop(&mut self, grace: Duration) {
+        if let Some(h) = self.guest_log.take() {
+            h.abort();
+        }
         // QEMU first: helpers exit on their own once it disconnects.
         self.children
             .sort_by_key(|c| if c.name == "qemu" { 0 } else { 1 });
@@ -302,6 +321,14 @@ impl Vm {
                 );
                 let _ = rx.wait_for(|s| s.is_some()).await;
             }
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(h) = self.guest_log.take() {
+            h.abort();
         }
     }
 }

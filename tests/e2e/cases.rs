@@ -71,6 +71,14 @@ fn runs_in_its_own_vm(env: &Env) -> Result<(), String> {
             "guest kernel {guest:?} is not the installed guest kernel ({modules:?})"
         ));
     }
+    // The agent's own log lines reach containerd's log through the shim.
+    let log = std::fs::read_to_string(env.path("containerd.log")).map_err(|e| e.to_string())?;
+    let forwarded = log
+        .lines()
+        .any(|l| l.contains("\"msg\":\"agent ready\"") && l.contains("source: guest"));
+    if !forwarded {
+        return Err("no forwarded guest agent log line in containerd's log".into());
+    }
     Ok(())
 }
 

@@ -1,0 +1,178 @@
+//! The guest agent's log lines, received on the host's vsock log port and
+//! written into the shim's log. A guest can write as much as it likes, so
+//! lines are rate-limited here (token bucket) and cut to a maximum length;
+//! what is dropped is counted and reported.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+
+/// Longest guest line kept; the rest of a longer line is cut.
+pub const MAX_LINE: usize = 4096;
+
+/// A token bucket: `rate` lines a second on average, bursts up to `burst`.
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether a line arriving at `now` may be written.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// Lines dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
+/// Where vhost-device-vsock delivers guest connections to host `port`.
+pub fn socket_path(vsock_uds: &Path, port: u32) -> PathBuf {
+    PathBuf::from(format!("{}_{port}", vsock_uds.display()))
+}
+
+/// Listens for the agent's log connection; ends when the handle is aborted.
+pub fn forward(vsock_uds: &Path, log: slog::Logger) -> std::io::Result<JoinHandle<()>> {
+    let path = socket_path(vsock_uds, protocols::LOG_PORT);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    Ok(tokio::spawn(async move {
+        let mut limit = RateLimit::new(200.0, 1000.0);
+        while let Ok((conn, _)) = listener.accept().await {
+            copy_lines(conn, &log, &mut limit).await;
+        }
+    }))
+}
+
+async fn copy_lines(conn: tokio::net::UnixStream, log: &slog::Logger, limit: &mut RateLimit) {
+    let mut reader = BufReader::new(conn);
+    let mut buf = Vec::new();
+    let mut last_report = Instant::now();
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let cut = buf.len() > MAX_LINE;
+        if cut {
+            buf.truncate(MAX_LINE);
+            // Skip the rest of an overlong line.
+            let mut rest = Vec::new();
+            let _ = reader.read_until(b'\n', &mut rest).await;
+        }
+        if limit.allow(Instant::now()) {
+            let line = String::from_utf8_lossy(&buf);
+            slog::info!(log, "guest"; "line" => line.trim_end(), "cut" => cut);
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let dropped = limit.take_dropped();
+            if dropped > 0 {
+                slog::warn!(log, "guest log lines dropped by the rate limit"; "dropped" => dropped);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_rate() {
+        let mut l = RateLimit::new(10.0, 5.0);
+        let t0 = Instant::now();
+        assert_eq!((0..10).filter(|_| l.allow(t0)).count(), 5, "burst of 5");
+        assert_eq!(l.take_dropped(), 5);
+        // One second later: 10 more tokens, capped at the burst of 5.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!((0..10).filter(|_| l.allow(t1)).count(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lines_are_forwarded_and_overlong_ones_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vsock.sock");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let drain = ChannelDrain(std::sync::Mutex::new(tx));
+        let log = slog::Logger::root(slog::Fuse(drain), slog::o!());
+        let handle = forward(&uds, log).unwrap();
+        let mut s = tokio::net::UnixStream::connect(socket_path(&uds, protocols::LOG_PORT))
+            .await
+            .unwrap();
+        let long = "x".repeat(MAX_LINE * 2);
+        tokio::io::AsyncWriteExt::write_all(&mut s, format!("first\n{long}\nthird\n").as_bytes())
+            .await
+            .unwrap();
+        drop(s);
+        let got: Vec<String> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        handle.abort();
+        assert_eq!(got[0], "first false");
+        assert!(
+            got[1].ends_with(" true") && got[1].len() <= MAX_LINE + 5,
+            "cut line"
+        );
+        assert_eq!(got[2], "third false");
+    }
+
+    /// Records "line cut" of each record.
+    struct ChannelDrain(std::sync::Mutex<std::sync::mpsc::Sender<String>>);
+
+    impl slog::Drain for ChannelDrain {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, r: &slog::Record, kv: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            struct Collect(Vec<String>);
+            impl slog::Serializer for Collect {
+                fn emit_arguments(
+                    &mut self,
+                    _: slog::Key,
+                    v: &std::fmt::Arguments,
+                ) -> slog::Result {
+                    self.0.push(v.to_string());
+                    Ok(())
+                }
+            }
+            let mut c = Collect(Vec::new());
+            let _ = slog::KV::serialize(&r.kv(), r, &mut c);
+            let _ = kv;
+            c.0.reverse();
+            let _ = self.0.lock().unwrap().send(c.0.join(" "));
+            Ok(())
+        }
+    }
+}
