@@ -74,8 +74,8 @@ fn agent_main(cfg: config::AgentConfig) -> i32 {
             return 1;
         }
         // The vsock driver is loaded now.
-        if let Err(e) = host_log.connect() {
-            slog::warn!(log, "agent logs stay on the console: no host log port"; "error" => %e);
+        if let Err(e) = host_log.serve() {
+            slog::warn!(log, "agent logs stay on the console: cannot serve the log port"; "error" => %e);
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -20,6 +20,9 @@ pub enum ConnectError {
     VmDied(String),
 }
 
+/// How long one connection attempt (handshake and health check) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct AgentClient {
     pub agent: AgentServiceClient,
@@ -50,9 +53,14 @@ impl AgentClient {
                     console: console.display().to_string(),
                 });
             }
-            match Self::try_connect(vsock_path, rpc_timeout).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
+            // Each attempt is bounded: a vsock device that never answers the
+            // handshake must not hold Create past the boot deadline.
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, Self::try_connect(vsock_path, rpc_timeout))
+                .await
+            {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("no answer within {ATTEMPT_TIMEOUT:?}"),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

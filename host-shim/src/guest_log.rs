@@ -1,13 +1,12 @@
-//! The guest agent's log lines, received on the host's vsock log port and
-//! written into the shim's log. A guest can write as much as it likes, so
+//! The guest agent's log lines, read from the agent's vsock log port (the
+//! host connects, once the agent answers) and written into the shim's log. A guest can write as much as it likes, so
 //! lines are rate-limited here (token bucket) and cut to a maximum length;
 //! what is dropped is counted and reported.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 /// Longest guest line kept; the rest of a longer line is cut.
@@ -53,22 +52,19 @@ impl RateLimit {
     }
 }
 
-/// Where vhost-device-vsock delivers guest connections to host `port`.
-pub fn socket_path(vsock_uds: &Path, port: u32) -> PathBuf {
-    PathBuf::from(format!("{}_{port}", vsock_uds.display()))
-}
-
-/// Listens for the agent's log connection; ends when the handle is aborted.
-pub fn forward(vsock_uds: &Path, log: slog::Logger) -> std::io::Result<JoinHandle<()>> {
-    let path = socket_path(vsock_uds, protocols::LOG_PORT);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
-    Ok(tokio::spawn(async move {
-        let mut limit = RateLimit::new(200.0, 1000.0);
-        while let Ok((conn, _)) = listener.accept().await {
-            copy_lines(conn, &log, &mut limit).await;
+/// Follows the agent's log: connects to its log port through the hybrid
+/// vsock socket and copies lines until the VM goes away or the handle is
+/// aborted.
+pub fn follow(vsock_uds: &Path, log: slog::Logger) -> JoinHandle<()> {
+    let uds = vsock_uds.to_path_buf();
+    tokio::spawn(async move {
+        let connect = crate::vsock::connect(&uds, protocols::LOG_PORT);
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(conn)) => copy_lines(conn, &log, &mut RateLimit::new(200.0, 1000.0)).await,
+            Ok(Err(e)) => slog::warn!(log, "guest log not available"; "error" => %e),
+            Err(_) => slog::warn!(log, "guest log not available: no answer"),
         }
-    }))
+    })
 }
 
 async fn copy_lines(conn: tokio::net::UnixStream, log: &slog::Logger, limit: &mut RateLimit) {
@@ -123,20 +119,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lines_are_forwarded_and_overlong_ones_cut() {
+        // A fake hybrid vsock device whose guest port 1026 sends three lines.
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("vsock.sock");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let drain = ChannelDrain(std::sync::Mutex::new(tx));
-        let log = slog::Logger::root(slog::Fuse(drain), slog::o!());
-        let handle = forward(&uds, log).unwrap();
-        let mut s = tokio::net::UnixStream::connect(socket_path(&uds, protocols::LOG_PORT))
-            .await
-            .unwrap();
+        let device = tokio::net::UnixListener::bind(&uds).unwrap();
         let long = "x".repeat(MAX_LINE * 2);
-        tokio::io::AsyncWriteExt::write_all(&mut s, format!("first\n{long}\nthird\n").as_bytes())
-            .await
-            .unwrap();
-        drop(s);
+        tokio::spawn(async move {
+            let (mut s, _) = device.accept().await.unwrap();
+            assert_eq!(
+                crate::vsock::read_line(&mut s, 64).await.unwrap(),
+                "CONNECT 1026"
+            );
+            let reply = format!("OK 1\nfirst\n{long}\nthird\n");
+            tokio::io::AsyncWriteExt::write_all(&mut s, reply.as_bytes())
+                .await
+                .unwrap();
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let log = slog::Logger::root(
+            slog::Fuse(ChannelDrain(std::sync::Mutex::new(tx))),
+            slog::o!(),
+        );
+        let handle = follow(&uds, log);
         let got: Vec<String> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
             .collect();

@@ -70,6 +70,23 @@ pub struct ProcessStdio {
 }
 
 async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStream, ShimError> {
+    let kind = header.kind.as_str();
+    tokio::time::timeout(STREAM_TIMEOUT, open_stream_unbounded(vsock_path, header))
+        .await
+        .map_err(|_| {
+            ShimError::FailedPrecondition(format!(
+                "{kind} stream: no answer from the guest within {STREAM_TIMEOUT:?}"
+            ))
+        })?
+}
+
+/// How long connecting one stdio stream may take.
+const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn open_stream_unbounded(
+    vsock_path: &Path,
+    header: StreamHeader,
+) -> Result<UnixStream, ShimError> {
     let mut s = vsock::connect(vsock_path, protocols::STDIO_PORT).await?;
     s.write_all(header.encode().as_bytes())
         .await
@@ -213,6 +230,16 @@ impl ProcessStdio {
             close_stdin,
             fifos,
         })
+    }
+
+    /// Stdio with nothing attached (for tests of task state).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        ProcessStdio {
+            outputs: Vec::new(),
+            close_stdin: Arc::new(Notify::new()),
+            fifos: [None, None, None],
+        }
     }
 
     /// The output copies, to wait on (without holding this struct) until

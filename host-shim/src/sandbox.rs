@@ -68,7 +68,10 @@ impl Sandbox {
         )
         .await;
         let agent = match connected {
-            Ok(a) => a,
+            Ok(a) => {
+                vm.follow_guest_log(log);
+                a
+            }
             Err(e) => {
                 vm.stop(Duration::from_secs(2)).await;
                 return Err(e.into());

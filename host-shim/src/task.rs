@@ -20,6 +20,7 @@ pub struct Task {
     /// The pid containerd sees for the task: its VM's QEMU.
     pub pid: u32,
     pub stdio_paths: StdioPaths,
+    /// CREATED or RUNNING; STOPPED is derived from the exit.
     status: Mutex<Status>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
     pub stdio: tokio::sync::Mutex<Option<ProcessStdio>>,
@@ -48,12 +49,13 @@ impl Task {
         }
     }
 
+    /// STOPPED exactly when an exit is recorded, so whoever learns of the
+    /// exit (Wait) can never then see the task still running.
     pub fn status(&self) -> Status {
+        if self.exit_tx.borrow().is_some() {
+            return Status::STOPPED;
+        }
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn set_status(&self, s: Status) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
     /// CREATED -> RUNNING; a task that already stopped stays stopped.
@@ -78,7 +80,6 @@ impl Task {
             *e = Some(info.clone());
             true
         });
-        self.set_status(Status::STOPPED);
         self.exit().unwrap_or(info)
     }
 
@@ -106,5 +107,35 @@ pub fn now() -> Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_never_sees_a_running_task_after_the_exit() {
+        let stdio = crate::io::ProcessStdio::detached();
+        let t = std::sync::Arc::new(Task::new(
+            "t".into(),
+            "/b".into(),
+            1,
+            StdioPaths::default(),
+            stdio,
+        ));
+        t.mark_running();
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let e = t.wait().await;
+                (e.status, t.status())
+            })
+        };
+        t.set_exit(137);
+        let (code, status) = waiter.await.unwrap();
+        assert_eq!((code, status), (137, Status::STOPPED));
+        t.mark_running();
+        assert_eq!(t.status(), Status::STOPPED, "a stopped task stays stopped");
     }
 }

@@ -42,12 +42,6 @@ pub enum VmError {
         path: String,
         secs: u64,
     },
-    #[error("guest log socket {path}: {source}")]
-    LogSocket {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("state directory {path}: {source}")]
     StateDir {
         path: String,
@@ -263,13 +257,6 @@ impl Vm {
             vm.wait_for_socket("virtiofsd", &vm.paths.virtiofs.clone(), socket_wait)
                 .await?;
         }
-        let guest_log =
-            crate::guest_log::forward(&vm.paths.vsock, log.new(slog::o!("source" => "guest")))
-                .map_err(|source| VmError::LogSocket {
-                    path: vm.paths.vsock.display().to_string(),
-                    source,
-                })?;
-        vm.guest_log = Some(guest_log);
         let args = qemu_args(cfg, &vm.paths, vm.accel.accel, sandbox_id);
         let (child, pid) = spawn(
             "qemu",
@@ -280,6 +267,16 @@ impl Vm {
         vm.supervise("qemu", child, pid);
         slog::info!(log, "vm started"; "qemu_pid" => pid, "state_dir" => %vm.paths.dir.display());
         Ok(vm)
+    }
+
+    /// Starts copying the agent's log into the shim's log (once the agent
+    /// answers); stopped with the VM.
+    pub fn follow_guest_log(&mut self, log: &slog::Logger) {
+        let handle =
+            crate::guest_log::follow(&self.paths.vsock, log.new(slog::o!("source" => "guest")));
+        if let Some(old) = self.guest_log.replace(handle) {
+            old.abort();
+        }
     }
 
     pub fn qemu_pid(&self) -> u32 {
