@@ -95,11 +95,10 @@ impl Service {
             binary: PathBuf::from("/proc/self/exe"),
             args: vec!["init".into()],
         };
-        let created =
+        let mut created =
             tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
                 .await
                 .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
-        let mut created = created;
         let io = match pipes {
             Some(io) => io,
             None => {

@@ -103,13 +103,9 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Creates the container in the guest from the bundle's spec.
-    pub async fn create_container(
-        &self,
-        container_id: &str,
-        mut spec: Spec,
-    ) -> Result<(), ShimError> {
-        prepare_guest_spec(&mut spec, container_id)?;
+    /// Creates the container in the guest from the bundle's spec, already
+    /// rewritten for the guest by [`prepare_guest_spec`].
+    pub async fn create_container(&self, container_id: &str, spec: Spec) -> Result<(), ShimError> {
         let json = serde_json::to_string(&spec).map_err(|e| ShimError::Invalid {
             what: "OCI spec",
             reason: e.to_string(),

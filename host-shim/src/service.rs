@@ -41,6 +41,27 @@ struct Inner {
     mounts: Mutex<Option<HostMounts>>,
 }
 
+impl Inner {
+    fn new(
+        id: String,
+        namespace: String,
+        log: slog::Logger,
+        exit: Arc<ExitSignal>,
+        publisher: Option<RemotePublisher>,
+    ) -> Self {
+        Inner {
+            id,
+            namespace,
+            log,
+            exit,
+            publisher,
+            sandbox: tokio::sync::Mutex::new(None),
+            task: Mutex::new(None),
+            mounts: Mutex::new(None),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct HullShim(Arc<Inner>);
 
@@ -59,16 +80,13 @@ impl Shim for HullShim {
             .map(|c| c.log_level)
             .unwrap_or_else(|_| "info".into());
         let log = crate::logging::init(if args.debug { "debug" } else { &level });
-        HullShim(Arc::new(Inner {
-            id: args.id.clone(),
-            namespace: args.namespace.clone(),
-            log: log.new(slog::o!("id" => args.id.clone())),
-            exit: Arc::new(ExitSignal::default()),
-            publisher: None,
-            sandbox: tokio::sync::Mutex::new(None),
-            task: Mutex::new(None),
-            mounts: Mutex::new(None),
-        }))
+        HullShim(Arc::new(Inner::new(
+            args.id.clone(),
+            args.namespace.clone(),
+            log.new(slog::o!("id" => args.id.clone())),
+            Arc::new(ExitSignal::default()),
+            None,
+        )))
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
@@ -98,16 +116,13 @@ impl Shim for HullShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let i = &self.0;
-        HullShim(Arc::new(Inner {
-            id: i.id.clone(),
-            namespace: i.namespace.clone(),
-            log: i.log.clone(),
-            exit: i.exit.clone(),
-            publisher: Some(publisher),
-            sandbox: tokio::sync::Mutex::new(None),
-            task: Mutex::new(None),
-            mounts: Mutex::new(None),
-        }))
+        HullShim(Arc::new(Inner::new(
+            i.id.clone(),
+            i.namespace.clone(),
+            i.log.clone(),
+            i.exit.clone(),
+            Some(publisher),
+        )))
     }
 }
 
@@ -165,13 +180,14 @@ impl HullShim {
             return Err(ShimError::Unimplemented("restoring from a checkpoint"));
         }
         let cfg = HullConfig::load(&HullConfig::path())?;
-        cfg.check_files()?;
-        let spec = oci_spec::runtime::Spec::load(Path::new(&req.bundle).join("config.json"))
-            .map_err(|e| ShimError::Invalid {
-                what: "bundle config.json",
-                reason: e.to_string(),
-            })?;
-        let mut guest_spec = spec.clone();
+        let mut guest_spec = oci_spec::runtime::Spec::load(
+            Path::new(&req.bundle).join("config.json"),
+        )
+        .map_err(|e| ShimError::Invalid {
+            what: "bundle config.json",
+            reason: e.to_string(),
+        })?;
+        // Refused before anything is mounted or started.
         crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)?;
 
         let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
