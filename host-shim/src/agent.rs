@@ -10,7 +10,9 @@ use crate::vsock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("the guest agent did not answer within {secs}s (last error: {last}); see the console log {console}")]
+    /// `console` is the end of the guest's console log: the state
+    /// directory holding the log is removed when the create fails.
+    #[error("the guest agent did not answer within {secs}s (last error: {last}); the guest console ended with:\n{console}")]
     Timeout {
         secs: u64,
         last: String,
@@ -18,6 +20,20 @@ pub enum ConnectError {
     },
     #[error("the VM died before its agent answered: {0}")]
     VmDied(String),
+}
+
+const CONSOLE_TAIL_LINES: usize = 20;
+
+/// The last `lines` lines of the console log, or why there are none.
+fn console_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
 }
 
 /// How long one connection attempt (handshake and health check) may take.
@@ -50,7 +66,7 @@ impl AgentClient {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last,
-                    console: console.display().to_string(),
+                    console: console_tail(console, CONSOLE_TAIL_LINES),
                 });
             }
             // Each attempt is bounded: a vsock device that never answers the

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::env::{run, Env};
+use crate::env::{finish, run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
 
@@ -127,7 +127,7 @@ fn stdin_reaches_the_container(env: &Env) -> Result<(), String> {
         .ok_or("no stdin")?
         .write_all(data.as_bytes())
         .map_err(|e| e.to_string())?;
-    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    let o = finish(child, CMD_TIMEOUT)?;
     expect_success(&o)?;
     if stdout(&o) != format!("{data}done\n") {
         return Err(format!("stdout {:?}", stdout(&o)));
@@ -199,6 +199,28 @@ fn wait_running(env: &Env, id: &str) -> Result<(), String> {
     Err(format!("task {id} never reached RUNNING"))
 }
 
+/// Reads the child's stdout until a line equal to `want` (within
+/// `CMD_TIMEOUT`); the rest of its stdout is drained in the background.
+fn wait_for_line(child: &mut std::process::Child, want: &str) -> Result<(), String> {
+    let stdout = child.stdout.take().ok_or("stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == want => return Ok(()),
+            Ok(_) => continue,
+            Err(e) => return Err(format!("no {want:?} line from the container: {e}")),
+        }
+    }
+}
+
 fn kill_delivers_signals(env: &Env) -> Result<(), String> {
     // SIGTERM reaches a handler in the container; SIGKILL ends anything.
     let cases: [(&str, &[&str], Option<&str>, i32); 2] = [
@@ -207,22 +229,29 @@ fn kill_delivers_signals(env: &Env) -> Result<(), String> {
             &[
                 "sh",
                 "-c",
-                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+                "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done",
             ],
             None,
             42,
         ),
-        ("kill", &["sleep", "1000"], Some("KILL"), 137),
+        (
+            "kill",
+            &["sh", "-c", "echo ready; exec sleep 1000"],
+            Some("KILL"),
+            137,
+        ),
     ];
     for (name, args, signal, want) in cases {
         let id = env.unique(&format!("kill-{name}"));
-        let child = env
+        let mut child = env
             .run_cmd(&id, args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| e.to_string())?;
-        wait_running(env, &id)?;
+        // The container's PID 1 ignores SIGTERM until its handler is
+        // installed (as under runc): signal only once it says so.
+        wait_for_line(&mut child, "ready")?;
         let mut kill = env.ctr();
         kill.args(["task", "kill"]);
         if let Some(s) = signal {
@@ -230,7 +259,7 @@ fn kill_delivers_signals(env: &Env) -> Result<(), String> {
         }
         let k = run(kill.arg(&id))?;
         expect_success(&k)?;
-        let o = child.wait_with_output().map_err(|e| e.to_string())?;
+        let o = finish(child, CMD_TIMEOUT)?;
         if o.status.code() != Some(want) {
             return Err(format!(
                 "after kill {name}: ctr exited {:?}, want {want}: {}",
@@ -267,9 +296,8 @@ fn two_containers_run_in_two_vms(env: &Env) -> Result<(), String> {
     }
     let outs: Vec<_> = children
         .into_iter()
-        .map(|c| c.wait_with_output())
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .map(|c| finish(c, CMD_TIMEOUT))
+        .collect::<Result<_, _>>()?;
     for o in &outs {
         expect_success(o)?;
     }
@@ -377,7 +405,7 @@ fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
             .ok_or(format!("no {victim} process for {id}"))?;
         let killed = Instant::now();
         run(Command::new("kill").args(["-9", &pid]))?;
-        let o = child.wait_with_output().map_err(|e| e.to_string())?;
+        let o = finish(child, CMD_TIMEOUT)?;
         let took = killed.elapsed();
         if o.status.code() != Some(255) {
             return Err(format!(

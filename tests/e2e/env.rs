@@ -1,7 +1,10 @@
 //! The suite's private containerd, Hull configuration and image.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "docker.io/hull/busybox:latest";
@@ -17,8 +20,71 @@ pub struct Env {
     good_config: String,
 }
 
+/// Every command the suite starts is waited for with a deadline, so a hang
+/// is a failed case with the output so far, never a stuck CI run.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `cmd` to completion (stdin empty, output captured), within `CMD_TIMEOUT`.
 pub fn run(cmd: &mut Command) -> Result<Output, String> {
-    cmd.output().map_err(|e| format!("run {cmd:?}: {e}"))
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("run {cmd:?}: {e}"))?;
+    finish(child, CMD_TIMEOUT).map_err(|e| format!("run {cmd:?}: {e}"))
+}
+
+/// Waits for a spawned child (its stdin closed first) for at most `limit`;
+/// on expiry kills its process group and reports what it printed so far.
+pub fn finish(mut child: Child, limit: Duration) -> Result<Output, String> {
+    drop(child.stdin.take());
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let collect =
+        |h: Option<JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    let (stdout, stderr) = (collect(out), collect(err));
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "still running after {limit:?}, killed; stdout {:?}, stderr {:?}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = from.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Kills the child's process group (commands are started as group leaders,
+/// so `script` and the `ctr` it runs go together), then the child itself.
+fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-9", "--", &group]).status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn check(out: Output, what: &str) -> Result<Output, String> {
@@ -84,7 +150,10 @@ impl Env {
     /// `ctr` against the private containerd.
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
-        c.arg("--address").arg(&self.sock).args(["-n", NAMESPACE]);
+        c.arg("--address")
+            .arg(&self.sock)
+            .args(["-n", NAMESPACE])
+            .process_group(0);
         c
     }
 

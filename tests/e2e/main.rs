@@ -5,9 +5,23 @@
 mod cases;
 mod env;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Each command has its own deadline; this bounds the whole suite too, so
+/// CI always ends with a verdict.
+const SUITE_LIMIT: Duration = Duration::from_secs(40 * 60);
+
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        println!("e2e: the suite ran longer than {limit:?}; stopping");
+        println!("0 passed, 1 failed");
+        std::process::exit(1);
+    });
+}
 
 fn main() {
+    watchdog(SUITE_LIMIT);
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let env = match env::Env::start() {
         Ok(e) => e,

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::InitConfig;
+use crate::config::{ExecConfig, InitConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -23,8 +23,10 @@ pub enum ChannelError {
 /// Messages from the runtime to the container init.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
-    /// What to build. Always the first message.
+    /// What to build. The first message of a create.
     Config(Box<InitConfig>),
+    /// What to start in a running container. The first message of an exec.
+    Exec(Box<ExecConfig>),
     /// The init is in its cgroup: go on with setup.
     Proceed,
     /// Execute the user program.
@@ -34,7 +36,8 @@ pub enum ToInit {
 /// Messages from the container init to the runtime.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromInit {
-    /// The container's init process exists; its pid in the runtime's namespace.
+    /// The container's init (or exec'd) process exists; its pid in the
+    /// runtime's namespace.
     Forked { pid: i32 },
     /// The container's console (pty master) follows as one byte carrying
     /// the fd (SCM_RIGHTS); receive it with [`Channel::recv_fd`].

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Process, Spec};
 use serde::{Deserialize, Serialize};
 
 /// The init process's instructions, sent as the first channel message.
@@ -12,4 +12,14 @@ pub struct InitConfig {
     pub spec: Spec,
     /// Absolute path of the root filesystem, already resolved against the bundle.
     pub rootfs: PathBuf,
+}
+
+/// An additional process to start inside a running container: it joins
+/// every namespace of the container's init and (by the runtime) its cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecConfig {
+    pub container_id: String,
+    /// The container init's pid as the runtime sees it.
+    pub init_pid: i32,
+    pub process: Process,
 }

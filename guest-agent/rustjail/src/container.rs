@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use crate::cgroups::{self, CgroupError, ContainerCgroup};
 use crate::channel::{Channel, ChannelError, FromInit, ToInit};
-use crate::config::InitConfig;
+use crate::config::{ExecConfig, InitConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -51,7 +51,7 @@ pub struct InitCommand {
 /// The fd number at which the init finds its channel.
 pub const INIT_CHANNEL_FD: i32 = 3;
 
-/// A created container: its init waits for [`Created::start`].
+/// A created container (or exec'd process): it waits for [`Created::start`].
 pub struct Created {
     pub pid: Pid,
     pub cgroup: ContainerCgroup,
@@ -68,17 +68,13 @@ fn receive(channel: &mut Channel, waiting_for: &'static str) -> Result<FromInit,
     }
 }
 
-/// Spawns the init, sends it `config`, joins it to its cgroup, and waits
-/// until it is ready to execute the user program.
+/// Spawns the init binary with the child end of a channel on
+/// [`INIT_CHANNEL_FD`]; returns the parent end.
 ///
 /// The spawned process is not waited for here: whoever reaps children in
 /// the caller (the agent's reaper, PID 1) collects it.
-pub fn create(
-    cmd: &InitCommand,
-    config: InitConfig,
-    stdio: InitStdio,
-) -> Result<Created, ContainerError> {
-    let (mut parent, child) = Channel::pair().map_err(ChannelError::from)?;
+fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Channel, ContainerError> {
+    let (parent, child) = Channel::pair().map_err(ChannelError::from)?;
     let child_fd = OwnedFd::from(child);
     let raw = child_fd.as_raw_fd();
     let mut command = Command::new(&cmd.binary);
@@ -99,33 +95,25 @@ pub fn create(
             Ok(())
         });
     }
-    let spawned = command.spawn().map_err(|source| ContainerError::Spawn {
+    command.spawn().map_err(|source| ContainerError::Spawn {
         binary: cmd.binary.display().to_string(),
         source,
     })?;
-    drop(child_fd);
-    drop(spawned);
+    Ok(parent)
+}
 
-    let cgroup_path = cgroups::cgroup_path(
-        config
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_deref()),
-        &config.container_id,
-    )?;
-    let resources = config
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone());
-    parent.send(&ToInit::Config(Box::new(config)))?;
+/// The protocol after the first message: learn the pid, put it in its
+/// cgroup (`join_cgroup`), and wait until the process is ready to execute
+/// the user program, collecting its console on the way.
+fn drive_setup(
+    mut parent: Channel,
+    join_cgroup: impl FnOnce(Pid) -> Result<ContainerCgroup, ContainerError>,
+) -> Result<Created, ContainerError> {
     let pid = match receive(&mut parent, "reporting its pid")? {
         FromInit::Forked { pid } => Pid::from_raw(pid),
         other => return Err(ContainerError::Protocol(format!("{other:?}"))),
     };
-    let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
-    cgroup.add_process(pid.as_raw() as u32)?;
+    let cgroup = join_cgroup(pid)?;
     parent.send(&ToInit::Proceed)?;
     let mut console = None;
     loop {
@@ -142,6 +130,44 @@ pub fn create(
             other => return Err(ContainerError::Protocol(format!("{other:?}"))),
         }
     }
+}
+
+/// Spawns the init, sends it `config`, creates the container's cgroup and
+/// joins the init to it, and waits until it is ready to execute the user
+/// program.
+pub fn create(
+    cmd: &InitCommand,
+    config: InitConfig,
+    stdio: InitStdio,
+) -> Result<Created, ContainerError> {
+    let linux = config.spec.linux().clone().unwrap_or_default();
+    let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), &config.container_id)?;
+    let resources = linux.resources().clone();
+    let mut parent = spawn_init(cmd, stdio)?;
+    parent.send(&ToInit::Config(Box::new(config)))?;
+    drive_setup(parent, |pid| {
+        let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
+        cgroup.add_process(pid.as_raw() as u32)?;
+        Ok(cgroup)
+    })
+}
+
+/// Starts a process inside a running container: it joins the namespaces
+/// of the container's init and the container's cgroup `cgroup_path`, then
+/// waits, like a created init, for [`Created::start`].
+pub fn exec(
+    cmd: &InitCommand,
+    config: ExecConfig,
+    cgroup_path: &str,
+    stdio: InitStdio,
+) -> Result<Created, ContainerError> {
+    let mut parent = spawn_init(cmd, stdio)?;
+    parent.send(&ToInit::Exec(Box::new(config)))?;
+    drive_setup(parent, |pid| {
+        let cgroup = ContainerCgroup::load(cgroup_path);
+        cgroup.add_process(pid.as_raw() as u32)?;
+        Ok(cgroup)
+    })
 }
 
 impl Created {

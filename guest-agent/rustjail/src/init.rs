@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::caps::{CapPlan, CapsError};
 use crate::channel::{Channel, ChannelError, FromInit, ToInit};
-use crate::config::InitConfig;
+use crate::config::{ExecConfig, InitConfig};
 use crate::namespaces::{self, NamespaceError, NamespacePlan};
 use crate::process::{self, ProcessError};
 use crate::rootfs::{self, RootfsError};
@@ -100,44 +100,28 @@ fn expect_exact(
 }
 
 fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, InitError> {
-    let config = match expect(channel, "Config")? {
-        ToInit::Config(c) => *c,
-        other => {
-            return Err(InitError::Protocol {
-                expected: "Config",
-                got: format!("{other:?}"),
-            })
-        }
-    };
+    match expect(channel, "Config or Exec")? {
+        ToInit::Config(c) => create(channel, *c, stage),
+        ToInit::Exec(e) => exec(channel, *e, stage),
+        other => Err(InitError::Protocol {
+            expected: "Config or Exec",
+            got: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Builds a new container and becomes its first process.
+fn create(
+    channel: &mut Channel,
+    config: InitConfig,
+    stage: &mut &'static str,
+) -> Result<Infallible, InitError> {
     let spec = &config.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     *stage = "namespaces";
     let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     namespaces::enter(&plan)?;
-
-    if plan.creates(LinuxNamespaceType::Pid) {
-        // unshare(CLONE_NEWPID) applies to children: the container's init
-        // is our child, and we leave once it exists.
-        *stage = "fork into pid namespace";
-        // SAFETY: this process is single-threaded (a fresh exec of the
-        // agent that started no threads), so the child may run arbitrary code.
-        match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Sys {
-            op: "fork".into(),
-            source,
-        })? {
-            ForkResult::Parent { child } => {
-                channel.send(&FromInit::Forked {
-                    pid: child.as_raw(),
-                })?;
-                std::process::exit(0)
-            }
-            ForkResult::Child => {}
-        }
-    } else {
-        channel.send(&FromInit::Forked {
-            pid: nix::unistd::getpid().as_raw(),
-        })?;
-    }
+    report_pid(channel, plan.creates(LinuxNamespaceType::Pid), stage)?;
 
     *stage = "wait for cgroup";
     expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
@@ -148,12 +132,7 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
             source,
         })?;
     }
-    nix::unistd::setsid().map_err(|source| InitError::Sys {
-        op: "setsid".into(),
-        source,
-    })?;
-    let process = spec.process().clone().unwrap_or_default();
-
+    setsid()?;
     if plan.creates(LinuxNamespaceType::Mount) {
         *stage = "rootfs";
         build_rootfs(&config)?;
@@ -169,17 +148,82 @@ fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, I
     }
     *stage = "sysctl";
     write_sysctls(spec)?;
+    become_process(channel, &spec.process().clone().unwrap_or_default(), stage)
+}
+
+/// Joins a running container (all of its init's namespaces; the runtime
+/// puts us in its cgroup) and becomes the requested process there.
+fn exec(
+    channel: &mut Channel,
+    config: ExecConfig,
+    stage: &mut &'static str,
+) -> Result<Infallible, InitError> {
+    *stage = "join the container's namespaces";
+    let plan = namespaces::plan_to_join(Path::new("/proc"), config.init_pid)?;
+    namespaces::enter(&plan)?;
+    let joined_pid = plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid);
+    report_pid(channel, joined_pid, stage)?;
+    *stage = "wait for cgroup";
+    expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
+    setsid()?;
+    become_process(channel, &config.process, stage)
+}
+
+/// Tells the runtime the pid of the process that will exec the user
+/// program. Entering a pid namespace (unshare or setns) applies to
+/// children only, so then that process is a child, and we leave.
+fn report_pid(
+    channel: &mut Channel,
+    fork: bool,
+    stage: &mut &'static str,
+) -> Result<(), InitError> {
+    if !fork {
+        channel.send(&FromInit::Forked {
+            pid: nix::unistd::getpid().as_raw(),
+        })?;
+        return Ok(());
+    }
+    *stage = "fork into pid namespace";
+    // SAFETY: this process is single-threaded (a fresh exec of the agent
+    // that started no threads), so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Sys {
+        op: "fork".into(),
+        source,
+    })? {
+        ForkResult::Parent { child } => {
+            channel.send(&FromInit::Forked {
+                pid: child.as_raw(),
+            })?;
+            std::process::exit(0)
+        }
+        ForkResult::Child => Ok(()),
+    }
+}
+
+fn setsid() -> Result<(), InitError> {
+    nix::unistd::setsid().map_err(|source| InitError::Sys {
+        op: "setsid".into(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The process part, common to create and exec: terminal, then everything
+/// but execve before Ready (as in runc: a bad user, cwd or missing program
+/// fails the create, not the start), then execve on Start.
+fn become_process(
+    channel: &mut Channel,
+    process: &oci_spec::runtime::Process,
+    stage: &mut &'static str,
+) -> Result<Infallible, InitError> {
     if process.terminal().unwrap_or(false) {
         *stage = "console";
         let master = crate::console::create(process.console_size().as_ref())?;
         channel.send(&FromInit::Console)?;
         channel.send_fd(std::os::fd::AsFd::as_fd(&master))?;
     }
-
-    // Everything but execve happens before Ready, as in runc: a bad user,
-    // cwd or missing program fails the create, not the start.
     *stage = "process";
-    let exec = prepare_process(&process)?;
+    let exec = prepare_process(process)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
     expect_exact(channel, "Start", |m| matches!(m, ToInit::Start))?;

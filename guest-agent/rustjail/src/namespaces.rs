@@ -1,7 +1,8 @@
 //! Linux namespaces of a container: which to create, which to join.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
@@ -121,6 +122,57 @@ impl NamespacePlan {
     }
 }
 
+/// The order in which an exec joins a container's namespaces: user first,
+/// so the others are joined with the capabilities it grants; pid applies
+/// to children only; mount changes what `/proc` paths mean, but every
+/// namespace is opened before any is joined.
+const EXEC_JOIN_ORDER: [(LinuxNamespaceType, &str); 8] = [
+    (LinuxNamespaceType::User, "user"),
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Network, "net"),
+    (LinuxNamespaceType::Pid, "pid"),
+    (LinuxNamespaceType::Cgroup, "cgroup"),
+    (LinuxNamespaceType::Time, "time"),
+    (LinuxNamespaceType::Mount, "mnt"),
+];
+
+/// The plan for a process joining the namespaces of the running process
+/// `pid`: every namespace of it that differs from ours (setns into one's
+/// own user namespace is an error). `proc_root` is normally `/proc`.
+pub fn plan_to_join(proc_root: &Path, pid: i32) -> Result<NamespacePlan, NamespaceError> {
+    let mut join = Vec::new();
+    for (typ, name) in EXEC_JOIN_ORDER {
+        let theirs = proc_root.join(pid.to_string()).join("ns").join(name);
+        let ours = proc_root.join("self/ns").join(name);
+        let stat = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+        let their_id = match stat(&theirs) {
+            Ok(id) => id,
+            // A kernel without this namespace type (time before 5.6).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && typ == LinuxNamespaceType::Time =>
+            {
+                continue
+            }
+            Err(source) => {
+                return Err(NamespaceError::Open {
+                    typ: name,
+                    path: theirs.display().to_string(),
+                    source,
+                })
+            }
+        };
+        if stat(&ours).ok() != Some(their_id) {
+            join.push((typ, theirs));
+        }
+    }
+    Ok(NamespacePlan {
+        unshare: CloneFlags::empty(),
+        new_cgroup: false,
+        join,
+    })
+}
+
 /// Joins opened namespaces, then creates the new ones.
 pub fn enter(plan: &NamespacePlan) -> Result<(), NamespaceError> {
     for (t, path, fd) in plan.open_joins()? {
@@ -169,6 +221,37 @@ mod tests {
         assert_eq!(plan.join.len(), 1);
         assert!(plan.creates(LinuxNamespaceType::Pid));
         assert!(!plan.creates(LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn exec_joins_only_the_namespaces_that_differ_in_order() {
+        let proc = tempfile::tempdir().unwrap();
+        let theirs = proc.path().join("42/ns");
+        let ours = proc.path().join("self/ns");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::create_dir_all(&ours).unwrap();
+        for name in ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"] {
+            std::fs::write(theirs.join(name), name).unwrap();
+            // Same namespace: the same inode.
+            if matches!(name, "user" | "cgroup") {
+                std::fs::hard_link(theirs.join(name), ours.join(name)).unwrap();
+            } else {
+                std::fs::write(ours.join(name), name).unwrap();
+            }
+        }
+        // No time namespace on this kernel: skipped, not an error.
+        let plan = plan_to_join(proc.path(), 42).unwrap();
+        let types: Vec<_> = plan.join.iter().map(|(t, _)| type_name(*t)).collect();
+        assert_eq!(types, ["ipc", "uts", "network", "pid", "mount"]);
+        assert!(plan.unshare.is_empty() && !plan.new_cgroup);
+        assert_eq!(plan.join[4].1, theirs.join("mnt"));
+    }
+
+    #[test]
+    fn exec_into_a_missing_process_names_the_path() {
+        let proc = tempfile::tempdir().unwrap();
+        let err = plan_to_join(proc.path(), 7).unwrap_err().to_string();
+        assert!(err.contains("7/ns/user"), "{err}");
     }
 
     #[test]
