@@ -60,6 +60,34 @@ pub struct Container {
     pub mounts: Vec<PathBuf>,
     /// The created-but-not-started init; taken by StartContainer.
     pending_start: Mutex<Option<Created>>,
+    /// Exec'd processes by exec id; `None` while one is being started, so
+    /// two ExecProcess calls with one id cannot both win.
+    execs: Mutex<HashMap<String, Option<Arc<Process>>>>,
+}
+
+/// Holds an exec id while its process is being started; released on drop
+/// unless [`ExecSlot::fill`]ed.
+pub struct ExecSlot {
+    container: Arc<Container>,
+    exec_id: String,
+    filled: bool,
+}
+
+impl ExecSlot {
+    pub fn fill(mut self, p: Arc<Process>) {
+        self.container
+            .exec_map()
+            .insert(self.exec_id.clone(), Some(p));
+        self.filled = true;
+    }
+}
+
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.container.exec_map().remove(&self.exec_id);
+        }
+    }
 }
 
 impl Container {
@@ -70,7 +98,59 @@ impl Container {
             cgroup_path: created.cgroup.path().to_string(),
             mounts,
             pending_start: Mutex::new(Some(created)),
+            execs: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn exec_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Arc<Process>>>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `exec_id` for a new process in this running container.
+    pub fn reserve_exec(self: &Arc<Self>, exec_id: &str) -> Result<ExecSlot, AgentError> {
+        if self.is_pending_start() {
+            return Err(AgentError::WrongState {
+                id: self.id.clone(),
+                state: "created but not started",
+                action: "exec into it",
+            });
+        }
+        if self.init.exit_code().is_some() {
+            return Err(AgentError::WrongState {
+                id: self.id.clone(),
+                state: "stopped",
+                action: "exec into it",
+            });
+        }
+        let mut map = self.exec_map();
+        if exec_id == self.init.exec_id || map.contains_key(exec_id) {
+            return Err(AgentError::ExecExists {
+                container_id: self.id.clone(),
+                exec_id: exec_id.to_string(),
+            });
+        }
+        map.insert(exec_id.to_string(), None);
+        Ok(ExecSlot {
+            container: self.clone(),
+            exec_id: exec_id.to_string(),
+            filled: false,
+        })
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.exec_map().get(exec_id).cloned().flatten()
+    }
+
+    /// Forgets an exec'd process (once its exit has been collected).
+    pub fn remove_exec(&self, exec_id: &str) {
+        self.exec_map().remove(exec_id);
+    }
+
+    fn is_pending_start(&self) -> bool {
+        self.pending_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     pub fn take_pending_start(&self) -> Option<Created> {
@@ -151,6 +231,9 @@ impl Registry {
         let c = self.get(container_id)?;
         if exec_id.is_empty() || exec_id == c.init.exec_id {
             return Ok(c.init.clone());
+        }
+        if let Some(p) = c.exec(exec_id) {
+            return Ok(p);
         }
         Err(AgentError::ProcessNotFound {
             container_id: container_id.to_string(),

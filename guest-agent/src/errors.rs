@@ -14,6 +14,11 @@ pub enum AgentError {
     },
     #[error("container {0:?} already exists")]
     AlreadyExists(String),
+    #[error("process {exec_id:?} already exists in container {container_id:?}")]
+    ExecExists {
+        container_id: String,
+        exec_id: String,
+    },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("container {id:?} is {state}: cannot {action}")]
@@ -61,7 +66,9 @@ impl AgentError {
             AgentError::ContainerNotFound(_) | AgentError::ProcessNotFound { .. } => {
                 Code::NOT_FOUND
             }
-            AgentError::AlreadyExists(_) | AgentError::StreamTaken { .. } => Code::ALREADY_EXISTS,
+            AgentError::AlreadyExists(_)
+            | AgentError::ExecExists { .. }
+            | AgentError::StreamTaken { .. } => Code::ALREADY_EXISTS,
             AgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
             AgentError::WrongState { .. } => Code::FAILED_PRECONDITION,
             // The spec asked for something this guest cannot build.

@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use protobuf::well_known_types::empty::Empty;
 use protocols::{agent, agent_ttrpc, health, health_ttrpc};
-use rustjail::config::InitConfig;
-use rustjail::container::InitCommand;
+use rustjail::config::{ExecConfig, InitConfig};
+use rustjail::container::{Created, InitCommand, InitStdio};
 use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
 
@@ -59,6 +59,48 @@ fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
         .map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()))
 }
 
+fn parse_process(
+    req: &agent::ExecProcessRequest,
+) -> Result<oci_spec::runtime::Process, AgentError> {
+    if !req.hull_oci_process_json.is_empty() {
+        return serde_json::from_str(&req.hull_oci_process_json)
+            .map_err(|e| AgentError::invalid("hull_oci_process_json", e.to_string()));
+    }
+    let process = req
+        .process
+        .as_ref()
+        .ok_or_else(|| AgentError::invalid("process", "missing"))?;
+    protocols::process::from_proto(process)
+        .map_err(|e| AgentError::invalid("process", e.to_string()))
+}
+
+/// The agent re-executes itself as the container's (or exec's) init.
+fn init_command() -> InitCommand {
+    InitCommand {
+        binary: PathBuf::from("/proc/self/exe"),
+        args: vec!["init".into()],
+    }
+}
+
+/// Pipes for a process without a terminal; with one, the init's stdio is
+/// /dev/null until it makes its console (see [`console_io`]).
+fn process_stdio(
+    process: &oci_spec::runtime::Process,
+) -> Result<(Option<ProcessIo>, InitStdio, bool), AgentError> {
+    if process.terminal().unwrap_or(false) {
+        return Ok((None, ProcessIo::null_stdio()?, true));
+    }
+    let (io, stdio) = ProcessIo::pipes()?;
+    Ok((Some(io), stdio, false))
+}
+
+fn console_io(created: &mut Created, terminal: bool) -> Result<ProcessIo, AgentError> {
+    let master = created.console.take().filter(|_| terminal).ok_or_else(|| {
+        AgentError::sys("container console")(std::io::Error::other("the init sent no console"))
+    })?;
+    ProcessIo::console(master)
+}
+
 impl Service {
     async fn create_container(&self, req: agent::CreateContainerRequest) -> Result<(), AgentError> {
         check_id("container_id", &req.container_id)?;
@@ -78,37 +120,20 @@ impl Service {
         for s in &req.storages {
             undo.push(storage::mount(s)?);
         }
-        let process = spec.process().clone().unwrap_or_default();
-        let terminal = process.terminal().unwrap_or(false);
-        let (pipes, stdio) = if terminal {
-            (None, ProcessIo::null_stdio()?)
-        } else {
-            let (io, stdio) = ProcessIo::pipes()?;
-            (Some(io), stdio)
-        };
+        let (pipes, stdio, terminal) = process_stdio(&spec.process().clone().unwrap_or_default())?;
         let config = InitConfig {
             container_id: req.container_id.clone(),
             spec,
             rootfs,
         };
-        let cmd = InitCommand {
-            binary: PathBuf::from("/proc/self/exe"),
-            args: vec!["init".into()],
-        };
+        let cmd = init_command();
         let mut created =
             tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
                 .await
                 .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
         let io = match pipes {
             Some(io) => io,
-            None => {
-                let master = created.console.take().ok_or_else(|| {
-                    AgentError::sys("container console")(std::io::Error::other(
-                        "the init sent no console",
-                    ))
-                })?;
-                ProcessIo::console(master)?
-            }
+            None => console_io(&mut created, terminal)?,
         };
         let pid = created.pid.as_raw();
         let exec_id = if req.exec_id.is_empty() {
@@ -126,6 +151,42 @@ impl Service {
         ));
         self.0.registry.insert(reservation, container);
         slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
+        Ok(())
+    }
+
+    /// Starts a process in a running container (created and started at
+    /// once, as Kata's ExecProcess does); its stdio waits for the host's
+    /// streams like the init's.
+    async fn exec_process(&self, req: agent::ExecProcessRequest) -> Result<(), AgentError> {
+        check_id("exec_id", &req.exec_id)?;
+        let process = parse_process(&req)?;
+        let c = self.0.registry.get(&req.container_id)?;
+        let slot = c.reserve_exec(&req.exec_id)?;
+        let (io, stdio, terminal) = process_stdio(&process)?;
+        let config = ExecConfig {
+            container_id: req.container_id.clone(),
+            init_pid: c.init.pid,
+            process,
+        };
+        let cgroup = c.cgroup_path.clone();
+        let cmd = init_command();
+        let mut created = tokio::task::spawn_blocking(move || {
+            rustjail::container::exec(&cmd, config, &cgroup, stdio)
+        })
+        .await
+        .map_err(|e| AgentError::sys("exec task")(std::io::Error::other(e)))??;
+        let io = match io {
+            Some(io) => io,
+            None => console_io(&mut created, terminal)?,
+        };
+        let pid = created.pid.as_raw();
+        // The reaper keeps an early exit until it is watched.
+        tokio::task::spawn_blocking(move || created.start())
+            .await
+            .map_err(|e| AgentError::sys("start exec task")(std::io::Error::other(e)))??;
+        let p = Process::new(req.exec_id.clone(), pid, self.0.reaper.watch(pid), io);
+        slot.fill(Arc::new(p));
+        slog::info!(self.0.log, "process started"; "container" => &req.container_id, "exec" => &req.exec_id, "pid" => pid);
         Ok(())
     }
 
@@ -278,6 +339,16 @@ impl agent_ttrpc::AgentService for Service {
         )
     }
 
+    async fn exec_process(
+        &self,
+        _: &TtrpcContext,
+        req: agent::ExecProcessRequest,
+    ) -> RpcResult<Empty> {
+        Ok(Service::exec_process(self, req)
+            .await
+            .map(|_| Empty::new())?)
+    }
+
     async fn signal_process(
         &self,
         _: &TtrpcContext,
@@ -292,8 +363,16 @@ impl agent_ttrpc::AgentService for Service {
         req: agent::WaitProcessRequest,
     ) -> RpcResult<agent::WaitProcessResponse> {
         let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+        let status = p.wait().await;
+        // An exec'd process is forgotten once its exit is collected (as in
+        // Kata), so probes exec'ing every few seconds do not pile up.
+        if let Ok(c) = self.0.registry.get(&req.container_id) {
+            if p.exec_id != c.init.exec_id {
+                c.remove_exec(&p.exec_id);
+            }
+        }
         Ok(agent::WaitProcessResponse {
-            status: p.wait().await,
+            status,
             ..Default::default()
         })
     }

@@ -141,7 +141,8 @@ impl Sandbox {
 /// The bundle's spec as the guest must see it: the root is the shared
 /// directory's copy. Host paths the guest cannot reach are refused, not
 /// silently dropped.
-pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<(), ShimError> {
+pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<Vec<String>, ShimError> {
+    let notes = drop_host_lsm_labels(spec);
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(
         Path::new(GUEST_SHARED_DIR)
@@ -177,7 +178,35 @@ pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<(), Shi
             }
         }
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// AppArmor profiles and SELinux labels name policies loaded in the host's
+/// kernel; the guest kernel runs none (the VM is the boundary). They are
+/// dropped from the guest's spec, and what was dropped is returned so the
+/// shim logs it, rather than letting every CRI pod fail on a host with
+/// AppArmor.
+fn drop_host_lsm_labels(spec: &mut Spec) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(mut process) = spec.process().clone() {
+        if let Some(p) = process.apparmor_profile().clone().filter(|p| !p.is_empty()) {
+            notes.push(format!("apparmor profile {p:?}"));
+        }
+        if let Some(l) = process.selinux_label().clone().filter(|l| !l.is_empty()) {
+            notes.push(format!("selinux label {l:?}"));
+        }
+        process.set_apparmor_profile(None);
+        process.set_selinux_label(None);
+        spec.set_process(Some(process));
+    }
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(l) = linux.mount_label().clone().filter(|l| !l.is_empty()) {
+            notes.push(format!("selinux mount label {l:?}"));
+        }
+        linux.set_mount_label(None);
+        spec.set_linux(Some(linux));
+    }
+    notes
 }
 
 /// The guest's uptime when its agent said it was ready, from the console log.
@@ -219,6 +248,18 @@ mod tests {
             spec.root().as_ref().unwrap().path(),
             Path::new("/run/hull/shared/c1/rootfs")
         );
+    }
+
+    #[test]
+    fn host_lsm_labels_are_dropped_and_reported() {
+        let mut spec = Spec::default();
+        spec.set_mounts(Some(vec![]));
+        if let Some(p) = spec.process_mut() {
+            p.set_apparmor_profile(Some("cri-containerd.apparmor.d".into()));
+        }
+        let notes = prepare_guest_spec(&mut spec, "c1").unwrap();
+        assert_eq!(notes, ["apparmor profile \"cri-containerd.apparmor.d\""]);
+        assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
     }
 
     #[test]

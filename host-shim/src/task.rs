@@ -1,11 +1,13 @@
 //! One task (container) of the shim: its state, its exit, its stdio.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use containerd_shim::api::Status;
 use protobuf::well_known_types::timestamp::Timestamp;
 use tokio::sync::watch;
 
+use crate::errors::ShimError;
 use crate::io::{ProcessStdio, StdioPaths};
 
 #[derive(Debug, Clone)]
@@ -14,43 +16,37 @@ pub struct ExitInfo {
     pub at: Timestamp,
 }
 
-pub struct Task {
+/// One process of a task, its init or an exec: state, exit and stdio.
+pub struct Proc {
+    /// The task id for the init, else the exec id.
     pub id: String,
-    pub bundle: String,
-    /// The pid containerd sees for the task: its VM's QEMU.
-    pub pid: u32,
     pub stdio_paths: StdioPaths,
     /// CREATED or RUNNING; STOPPED is derived from the exit.
     status: Mutex<Status>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
     pub stdio: tokio::sync::Mutex<Option<ProcessStdio>>,
-    /// Held by Start until TaskStart is published and taken before TaskExit
-    /// is, so containerd always sees them in that order.
+    /// Held by Start until its start event is published and taken before
+    /// TaskExit is, so containerd always sees them in that order.
     pub lifecycle: tokio::sync::Mutex<()>,
+    /// An exec's process spec, until Start hands it to the agent.
+    pub spec: Mutex<Option<oci_spec::runtime::Process>>,
 }
 
-impl Task {
-    pub fn new(
-        id: String,
-        bundle: String,
-        pid: u32,
-        stdio_paths: StdioPaths,
-        stdio: ProcessStdio,
-    ) -> Self {
-        Task {
+impl Proc {
+    pub fn new(id: String, stdio_paths: StdioPaths, stdio: Option<ProcessStdio>) -> Self {
+        Proc {
             id,
-            bundle,
-            pid,
             stdio_paths,
             status: Mutex::new(Status::CREATED),
             exit_tx: watch::channel(None).0,
-            stdio: tokio::sync::Mutex::new(Some(stdio)),
+            stdio: tokio::sync::Mutex::new(stdio),
             lifecycle: tokio::sync::Mutex::new(()),
+            spec: Mutex::new(None),
         }
     }
 
     /// STOPPED exactly when an exit is recorded, so whoever learns of the
-    /// exit (Wait) can never then see the task still running.
+    /// exit (Wait) can never then see the process still running.
     pub fn status(&self) -> Status {
         if self.exit_tx.borrow().is_some() {
             return Status::STOPPED;
@@ -58,7 +54,7 @@ impl Task {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// CREATED -> RUNNING; a task that already stopped stays stopped.
+    /// CREATED -> RUNNING; a process that already stopped stays stopped.
     pub fn mark_running(&self) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if *s == Status::CREATED {
@@ -99,6 +95,64 @@ impl Task {
     }
 }
 
+/// A task (container): its init and the processes exec'd into it.
+pub struct Task {
+    pub id: String,
+    pub bundle: String,
+    /// The pid containerd sees for the task and its execs: its VM's QEMU.
+    pub pid: u32,
+    pub init: Arc<Proc>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+}
+
+impl Task {
+    pub fn new(id: String, bundle: String, pid: u32, init: Proc) -> Self {
+        Task {
+            id,
+            bundle,
+            pid,
+            init: Arc::new(init),
+            execs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn exec_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Proc>>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The init for an empty exec id, else that exec.
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Proc>, ShimError> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.exec_map()
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ShimError::NotFound(format!("exec {exec_id:?} in task {:?}", self.id)))
+    }
+
+    pub fn add_exec(&self, p: Proc) -> Result<Arc<Proc>, ShimError> {
+        let mut map = self.exec_map();
+        if p.id == self.id || map.contains_key(&p.id) {
+            return Err(ShimError::AlreadyExists(format!(
+                "exec {:?} in task {:?}",
+                p.id, self.id
+            )));
+        }
+        let p = Arc::new(p);
+        map.insert(p.id.clone(), p.clone());
+        Ok(p)
+    }
+
+    pub fn remove_exec(&self, exec_id: &str) {
+        self.exec_map().remove(exec_id);
+    }
+
+    pub fn execs(&self) -> Vec<Arc<Proc>> {
+        self.exec_map().values().cloned().collect()
+    }
+}
+
 pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -116,13 +170,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_never_sees_a_running_task_after_the_exit() {
-        let stdio = crate::io::ProcessStdio::detached();
-        let t = std::sync::Arc::new(Task::new(
+        let t = Arc::new(Proc::new(
             "t".into(),
-            "/b".into(),
-            1,
             StdioPaths::default(),
-            stdio,
+            Some(crate::io::ProcessStdio::detached()),
         ));
         t.mark_running();
         let waiter = {
@@ -137,5 +188,22 @@ mod tests {
         assert_eq!((code, status), (137, Status::STOPPED));
         t.mark_running();
         assert_eq!(t.status(), Status::STOPPED, "a stopped task stays stopped");
+    }
+
+    #[test]
+    fn exec_ids_are_unique_and_lookups_name_what_is_missing() {
+        let init = Proc::new("c".into(), StdioPaths::default(), None);
+        let task = Task::new("c".into(), "/b".into(), 1, init);
+        task.add_exec(Proc::new("e1".into(), StdioPaths::default(), None))
+            .unwrap();
+        let dup = task.add_exec(Proc::new("e1".into(), StdioPaths::default(), None));
+        assert!(matches!(dup, Err(ShimError::AlreadyExists(_))));
+        let clash = task.add_exec(Proc::new("c".into(), StdioPaths::default(), None));
+        assert!(matches!(clash, Err(ShimError::AlreadyExists(_))));
+        assert_eq!(task.process("").unwrap().id, "c");
+        assert_eq!(task.process("e1").unwrap().id, "e1");
+        task.remove_exec("e1");
+        let err = task.process("e1").err().unwrap().to_string();
+        assert!(err.contains("e1") && err.contains("\"c\""), "{err}");
     }
 }

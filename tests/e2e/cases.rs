@@ -1,6 +1,7 @@
 //! The cases: each drives `ctr` and checks what a runc user would see.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,11 @@ pub const ALL: &[(&str, Case)] = &[
         "two_containers_run_in_two_vms",
         two_containers_run_in_two_vms,
     ),
+    (
+        "exec_joins_the_running_container",
+        exec_joins_the_running_container,
+    ),
+    ("exec_with_a_terminal", exec_with_a_terminal),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -418,6 +424,150 @@ fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
             return Err(format!("after kill -9 {victim}: the exit took {took:?}"));
         }
         env.check_no_leaks()?;
+    }
+    Ok(())
+}
+
+/// A task started with `ctr run -d`, killed and deleted when dropped.
+struct Detached<'a> {
+    env: &'a Env,
+    id: String,
+}
+
+impl<'a> Detached<'a> {
+    fn start(env: &'a Env, name: &str, args: &[&str]) -> Result<Self, String> {
+        let id = env.unique(name);
+        let mut cmd = env.ctr();
+        cmd.args([
+            "run",
+            "-d",
+            "--runtime",
+            crate::env::RUNTIME,
+            crate::env::IMAGE,
+            &id,
+        ])
+        .args(args);
+        let o = run(&mut cmd)?;
+        let task = Detached { env, id };
+        expect_success(&o)?;
+        wait_running(env, &task.id)?;
+        Ok(task)
+    }
+
+    /// `ctr task exec --exec-id EXEC [extra] ID args...`
+    fn exec(&self, exec_id: &str, extra: &[&str], args: &[&str]) -> Command {
+        let mut c = self.env.ctr();
+        c.args(["task", "exec", "--exec-id", exec_id])
+            .args(extra)
+            .arg(&self.id)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let ctr = |args: &[&str]| {
+            let _ = run(self.env.ctr().args(args).arg(&self.id));
+        };
+        ctr(&["task", "kill", "-s", "KILL"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let o = run(self.env.ctr().args(["task", "ls"]));
+            let running = o.map(|o| {
+                stdout(&o)
+                    .lines()
+                    .any(|l| l.starts_with(&self.id) && !l.contains("STOPPED"))
+            });
+            if !running.unwrap_or(false) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ctr(&["task", "delete"]);
+        ctr(&["container", "delete"]);
+    }
+}
+
+/// An exec shares the container's mounts and PID namespace, keeps stdout,
+/// stderr, stdin and its exit code apart from the init's, and a missing
+/// program is named.
+fn exec_joins_the_running_container(env: &Env) -> Result<(), String> {
+    let task = Detached::start(
+        env,
+        "exec",
+        &["sh", "-c", "echo from-init > /tmp/marker; exec sleep 1000"],
+    )?;
+    let o = run(&mut task.exec(
+        "probe",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /tmp/marker; cat /proc/1/comm; echo to-err >&2; exit 7",
+        ],
+    ))?;
+    if stdout(&o) != "from-init\nsleep\n" || !stderr(&o).contains("to-err") {
+        return Err(format!(
+            "exec saw stdout {:?}, stderr {:?}",
+            stdout(&o),
+            stderr(&o)
+        ));
+    }
+    if o.status.code() != Some(7) {
+        return Err(format!("exec exit {:?}, want 7", o.status.code()));
+    }
+    let mut child = task
+        .exec("stdin", &[], &["sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(b"typed\n")
+        .map_err(|e| e.to_string())?;
+    let o = finish(child, CMD_TIMEOUT)?;
+    if stdout(&o) != "typed\ndone\n" {
+        return Err(format!(
+            "exec stdin: stdout {:?} {}",
+            stdout(&o),
+            stderr(&o)
+        ));
+    }
+    let o = run(&mut task.exec("missing", &[], &["/no/such/program"]))?;
+    if o.status.success() || !stderr(&o).contains("/no/such/program") {
+        return Err(format!(
+            "exec of a missing program: {:?} {}",
+            o.status,
+            stderr(&o)
+        ));
+    }
+    Ok(())
+}
+
+fn exec_with_a_terminal(env: &Env) -> Result<(), String> {
+    let task = Detached::start(env, "exectty", &["sleep", "1000"])?;
+    let ctr = format!(
+        "ctr --address {} -n hull-e2e task exec -t --exec-id tty {} sh -c 'tty; stty size; exit 3'",
+        env.sock.display(),
+        task.id
+    );
+    let log = env.path("exec-tty.log");
+    let o = run(Command::new("script").arg("-qec").arg(&ctr).arg(&log))?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !text.contains("/dev/pts/") {
+        return Err(format!("tty in the exec printed {text:?}; {}", stderr(&o)));
+    }
+    if !text.contains("COMMAND_EXIT_CODE=\"3\"") && o.status.code() != Some(3) {
+        return Err(format!(
+            "exec exit code lost: {:?} / {text:?}",
+            o.status.code()
+        ));
     }
     Ok(())
 }

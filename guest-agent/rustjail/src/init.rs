@@ -41,6 +41,8 @@ pub enum InitError {
         #[source]
         source: nix::Error,
     },
+    #[error("{0} is unsupported in this guest (no such LSM is enabled); remove it from the spec")]
+    Unsupported(String),
     #[error("sysctl {key}: {source}")]
     Sysctl {
         key: String,
@@ -255,7 +257,27 @@ fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Security labels name an LSM this guest does not run: refused, never
+/// silently ignored.
+fn check_labels(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
+    let set = |l: &Option<String>| l.as_deref().is_some_and(|l| !l.is_empty());
+    if set(process.apparmor_profile()) {
+        return Err(InitError::Unsupported(format!(
+            "apparmor profile {:?}",
+            process.apparmor_profile().as_deref().unwrap_or_default()
+        )));
+    }
+    if set(process.selinux_label()) {
+        return Err(InitError::Unsupported(format!(
+            "selinux label {:?}",
+            process.selinux_label().as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
 fn prepare_process(process: &oci_spec::runtime::Process) -> Result<process::ExecPlan, InitError> {
+    check_labels(process)?;
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {

@@ -24,8 +24,10 @@ use crate::errors::ShimError;
 use crate::io::{ProcessStdio, StdioPaths};
 use crate::rootfs;
 use crate::sandbox::{HostMounts, Sandbox};
-use crate::task::Task;
+use crate::task::{Proc, Task};
 use crate::vm::VmPaths;
+
+mod exec;
 
 /// The exit status reported when the VM (or a helper) died under the task.
 pub const VM_DIED_STATUS: u32 = 255;
@@ -188,7 +190,9 @@ impl HullShim {
             reason: e.to_string(),
         })?;
         // Refused before anything is mounted or started.
-        crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)?;
+        for dropped in crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)? {
+            slog::warn!(self.0.log, "not applied in the guest, which runs no host LSM policy"; "label" => dropped);
+        }
 
         let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
         let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
@@ -210,12 +214,14 @@ impl HullShim {
                     req.id.clone(),
                     req.bundle.clone(),
                     pid,
-                    stdio_paths,
-                    stdio,
+                    Proc::new(req.id.clone(), stdio_paths, Some(stdio)),
                 ));
                 *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
                 // Watched from creation: a created task can be killed too.
-                tokio::spawn(self.clone().watch_exit(task, sandbox));
+                tokio::spawn(
+                    self.clone()
+                        .watch_exit(task.clone(), task.init.clone(), sandbox),
+                );
                 self.publish(TaskCreate {
                     container_id: req.id.clone(),
                     bundle: req.bundle.clone(),
@@ -278,18 +284,18 @@ impl HullShim {
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse, ShimError> {
         if !req.exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+            return self.start_exec(req).await;
         }
         let task = self.task(&req.id)?;
-        if task.status() != Status::CREATED {
+        if task.init.status() != Status::CREATED {
             return Err(ShimError::FailedPrecondition(format!(
                 "task {:?} is {:?}, not created",
                 req.id,
-                task.status()
+                task.init.status()
             )));
         }
         let sandbox = self.sandbox().await?;
-        let _order = task.lifecycle.lock().await;
+        let _order = task.init.lifecycle.lock().await;
         let start = agent::StartContainerRequest {
             container_id: req.id.clone(),
             ..Default::default()
@@ -300,7 +306,7 @@ impl HullShim {
             .start_container(sandbox.agent.ctx(), &start)
             .await
             .map_err(ShimError::agent("StartContainer"))?;
-        task.mark_running();
+        task.init.mark_running();
         self.publish(TaskStart {
             container_id: req.id.clone(),
             pid: task.pid,
@@ -313,12 +319,12 @@ impl HullShim {
         })
     }
 
-    /// Waits for the container's exit (or the VM's death), then for its
-    /// output to be delivered, then records and publishes the exit.
-    async fn watch_exit(self, task: Arc<Task>, sandbox: Arc<Sandbox>) {
+    /// Waits for a process's exit (or the VM's death), then for its output
+    /// to be delivered, then records and publishes the exit.
+    async fn watch_exit(self, task: Arc<Task>, proc: Arc<Proc>, sandbox: Arc<Sandbox>) {
         let wait = agent::WaitProcessRequest {
             container_id: task.id.clone(),
-            exec_id: task.id.clone(),
+            exec_id: proc.id.clone(),
             ..Default::default()
         };
         let mut died = sandbox.died.clone();
@@ -336,7 +342,7 @@ impl HullShim {
                 VM_DIED_STATUS
             }
         };
-        let outputs = task
+        let outputs = proc
             .stdio
             .lock()
             .await
@@ -350,11 +356,11 @@ impl HullShim {
             Duration::MAX
         };
         let _ = tokio::time::timeout(grace, futures_join(outputs)).await;
-        let _order = task.lifecycle.lock().await;
-        let exit = task.set_exit(status);
+        let _order = proc.lifecycle.lock().await;
+        let exit = proc.set_exit(status);
         self.publish(TaskExit {
             container_id: task.id.clone(),
-            id: task.id.clone(),
+            id: proc.id.clone(),
             pid: task.pid,
             exit_status: exit.status,
             exited_at: MessageField::some(exit.at),
@@ -365,17 +371,17 @@ impl HullShim {
 
     async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse, ShimError> {
         if !req.exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
+            return self.delete_exec(req).await;
         }
         let task = self.task(&req.id)?;
-        if task.status() == Status::RUNNING {
+        if task.init.status() == Status::RUNNING {
             return Err(ShimError::FailedPrecondition(format!(
                 "task {:?} is running; kill it first",
                 req.id
             )));
         }
         self.teardown(&task).await;
-        let exit = task.exit().unwrap_or_else(|| task.set_exit(137));
+        let exit = task.init.exit().unwrap_or_else(|| task.init.set_exit(137));
         *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.publish(TaskDelete {
             container_id: req.id.clone(),
@@ -400,7 +406,7 @@ impl HullShim {
     async fn teardown(&self, task: &Task) {
         let sandbox = self.0.sandbox.lock().await.take();
         if let Some(sandbox) = &sandbox {
-            if task.status() == Status::CREATED && sandbox.died.borrow().is_none() {
+            if task.init.status() == Status::CREATED && sandbox.died.borrow().is_none() {
                 let rm = agent::RemoveContainerRequest {
                     container_id: task.id.clone(),
                     timeout: 10,
@@ -417,8 +423,10 @@ impl HullShim {
             }
             sandbox.shutdown().await;
         }
-        if let Some(stdio) = task.stdio.lock().await.take() {
-            stdio.release();
+        for proc in std::iter::once(task.init.clone()).chain(task.execs()) {
+            if let Some(stdio) = proc.stdio.lock().await.take() {
+                stdio.release();
+            }
         }
         if let Some(m) = self
             .0
@@ -437,21 +445,26 @@ impl HullShim {
     }
 
     async fn kill(&self, req: api::KillRequest) -> Result<(), ShimError> {
-        if !req.exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
-        }
         let task = self.task(&req.id)?;
-        if task.exit().is_some() {
+        let proc = task.process(&req.exec_id)?;
+        if proc.exit().is_some() {
             return Err(ShimError::NotFound(format!(
-                "task {:?}: process already finished",
-                req.id
+                "process {:?} of task {:?}: already finished",
+                proc.id, req.id
+            )));
+        }
+        if proc.status() == Status::CREATED && !req.exec_id.is_empty() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "exec {:?} of task {:?} is not started",
+                proc.id, req.id
             )));
         }
         let sandbox = self.sandbox().await?;
-        let exec_id = if req.all {
+        // `all` signals every process of the container (empty exec id).
+        let exec_id = if req.all && req.exec_id.is_empty() {
             String::new()
         } else {
-            req.id.clone()
+            proc.id.clone()
         };
         let sig = agent::SignalProcessRequest {
             container_id: req.id.clone(),
@@ -470,13 +483,15 @@ impl HullShim {
 
     fn state(&self, req: &api::StateRequest) -> Result<api::StateResponse, ShimError> {
         let task = self.task(&req.id)?;
-        let exit = task.exit();
-        let p = &task.stdio_paths;
+        let proc = task.process(&req.exec_id)?;
+        let exit = proc.exit();
+        let p = &proc.stdio_paths;
         Ok(api::StateResponse {
-            id: task.id.clone(),
+            id: proc.id.clone(),
+            exec_id: req.exec_id.clone(),
             bundle: task.bundle.clone(),
             pid: task.pid,
-            status: task.status().into(),
+            status: proc.status().into(),
             stdin: p.stdin.clone(),
             stdout: p.stdout.clone(),
             stderr: p.stderr.clone(),
@@ -488,20 +503,26 @@ impl HullShim {
     }
 
     async fn resize_pty(&self, req: api::ResizePtyRequest) -> Result<(), ShimError> {
-        if !req.exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)));
-        }
         let task = self.task(&req.id)?;
-        if !task.stdio_paths.terminal {
+        let proc = task.process(&req.exec_id)?;
+        if !proc.stdio_paths.terminal {
             return Err(ShimError::FailedPrecondition(format!(
-                "task {:?} has no terminal",
-                req.id
+                "process {:?} of task {:?} has no terminal",
+                proc.id, req.id
+            )));
+        }
+        if proc.status() != Status::RUNNING {
+            return Err(ShimError::FailedPrecondition(format!(
+                "process {:?} of task {:?} is {:?}",
+                proc.id,
+                req.id,
+                proc.status()
             )));
         }
         let sandbox = self.sandbox().await?;
         let resize = agent::TtyWinResizeRequest {
             container_id: req.id.clone(),
-            exec_id: req.id.clone(),
+            exec_id: proc.id.clone(),
             row: req.height,
             column: req.width,
             ..Default::default()
@@ -516,9 +537,9 @@ impl HullShim {
     }
 
     async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
-        let task = self.task(&req.id)?;
+        let proc = self.task(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
-            if let Some(stdio) = task.stdio.lock().await.as_ref() {
+            if let Some(stdio) = proc.stdio.lock().await.as_ref() {
                 stdio.close_stdin();
             }
         }
@@ -591,16 +612,23 @@ impl TaskApi for HullShim {
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
         slog::debug!(self.0.log, "task rpc"; "rpc" => "wait");
-        if !req.exec_id.is_empty() {
-            return Err(ShimError::NotFound(format!("exec {:?}", req.exec_id)).into());
-        }
-        let task = self.task(&req.id)?;
-        let exit = task.wait().await;
+        let proc = self.task(&req.id)?.process(&req.exec_id)?;
+        let exit = proc.wait().await;
         Ok(api::WaitResponse {
             exit_status: exit.status,
             exited_at: MessageField::some(exit.at),
             ..Default::default()
         })
+    }
+
+    async fn exec(
+        &self,
+        _: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "exec", "exec" => &req.exec_id);
+        HullShim::exec(self, req).await?;
+        Ok(api::Empty::new())
     }
 
     async fn close_io(
