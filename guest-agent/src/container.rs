@@ -146,7 +146,7 @@ impl Container {
         self.exec_map().remove(exec_id);
     }
 
-    fn is_pending_start(&self) -> bool {
+    pub fn is_pending_start(&self) -> bool {
         self.pending_start
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -227,6 +227,42 @@ impl Service {
                 Err(e) => return Err(AgentError::sys(format!("kill {pid}"))(e.into())),
             }
         }
+        // A paused container must still die on SIGKILL (as with runc): the
+        // signal is pending in its frozen processes until it is thawed.
+        if sig == Signal::SIGKILL {
+            let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+            if cg.is_frozen() {
+                cg.thaw().map_err(|e| AgentError::Container(e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes (`pause`) or thaws the container's cgroup: every process in
+    /// it, execs included. Only a started, living container can be paused.
+    async fn set_paused(&self, id: &str, pause: bool) -> Result<(), AgentError> {
+        let c = self.0.registry.get(id)?;
+        let action = if pause { "pause" } else { "resume" };
+        if c.is_pending_start() {
+            return Err(AgentError::WrongState {
+                id: id.to_string(),
+                state: "created but not started",
+                action,
+            });
+        }
+        if c.init.exit_code().is_some() {
+            return Err(AgentError::WrongState {
+                id: id.to_string(),
+                state: "stopped",
+                action,
+            });
+        }
+        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+        tokio::task::spawn_blocking(move || if pause { cg.freeze() } else { cg.thaw() })
+            .await
+            .map_err(|e| AgentError::sys(action)(std::io::Error::other(e)))?
+            .map_err(|e| AgentError::Container(e.into()))?;
+        slog::info!(self.0.log, "container {}d", action; "container" => id);
         Ok(())
     }
 
@@ -238,6 +274,8 @@ impl Service {
         for pid in c.pids() {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
+        // Frozen processes die only once thawed.
+        let _ = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path).thaw();
         let wait = c.init.wait();
         if timeout == 0 {
             wait.await;
@@ -345,6 +383,28 @@ impl agent_ttrpc::AgentService for Service {
         req: agent::ExecProcessRequest,
     ) -> RpcResult<Empty> {
         Ok(Service::exec_process(self, req)
+            .await
+            .map(|_| Empty::new())?)
+    }
+
+    async fn pause_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::PauseContainerRequest,
+    ) -> RpcResult<Empty> {
+        Ok(self
+            .set_paused(&req.container_id, true)
+            .await
+            .map(|_| Empty::new())?)
+    }
+
+    async fn resume_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::ResumeContainerRequest,
+    ) -> RpcResult<Empty> {
+        Ok(self
+            .set_paused(&req.container_id, false)
             .await
             .map(|_| Empty::new())?)
     }

@@ -62,6 +62,22 @@ impl Proc {
         }
     }
 
+    /// RUNNING <-> PAUSED; anything else is left as it is and reported.
+    pub fn set_paused(&self, paused: bool) -> Result<(), Status> {
+        let (from, to) = if paused {
+            (Status::RUNNING, Status::PAUSED)
+        } else {
+            (Status::PAUSED, Status::RUNNING)
+        };
+        let current = self.status();
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if current != from {
+            return Err(current);
+        }
+        *s = to;
+        Ok(())
+    }
+
     pub fn exit(&self) -> Option<ExitInfo> {
         self.exit_tx.borrow().clone()
     }
@@ -188,6 +204,21 @@ mod tests {
         assert_eq!((code, status), (137, Status::STOPPED));
         t.mark_running();
         assert_eq!(t.status(), Status::STOPPED, "a stopped task stays stopped");
+    }
+
+    #[test]
+    fn only_a_running_process_pauses_and_only_a_paused_one_resumes() {
+        let p = Proc::new("c".into(), StdioPaths::default(), None);
+        assert_eq!(p.set_paused(true), Err(Status::CREATED));
+        p.mark_running();
+        assert_eq!(p.set_paused(false), Err(Status::RUNNING));
+        p.set_paused(true).unwrap();
+        assert_eq!(p.status(), Status::PAUSED);
+        p.set_paused(false).unwrap();
+        assert_eq!(p.status(), Status::RUNNING);
+        p.set_paused(true).unwrap();
+        p.set_exit(137);
+        assert_eq!(p.set_paused(false), Err(Status::STOPPED));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub const ALL: &[(&str, Case)] = &[
         exec_joins_the_running_container,
     ),
     ("exec_with_a_terminal", exec_with_a_terminal),
+    (
+        "pause_freezes_and_resume_thaws",
+        pause_freezes_and_resume_thaws,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -570,4 +574,94 @@ fn exec_with_a_terminal(env: &Env) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn task_status(env: &Env, id: &str) -> Result<String, String> {
+    let o = run(env.ctr().args(["task", "ls"]))?;
+    Ok(stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("absent")
+        .to_string())
+}
+
+fn wait_status(env: &Env, id: &str, want: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = task_status(env, id)?;
+        if now == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("task {id} is {now}, never {want}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A paused container makes no progress (its ticks, written through the
+/// shared rootfs, are read on the host), refuses exec, resumes where it
+/// was, and still dies on SIGKILL while paused.
+fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
+    let task = Detached::start(
+        env,
+        "pause",
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/tick; sleep 0.05; done",
+        ],
+    )?;
+    let tick_file = env
+        .path("state/io.containerd.runtime.v2.task/hull-e2e")
+        .join(&task.id)
+        .join("rootfs/tmp/tick");
+    let tick = || -> u64 {
+        std::fs::read_to_string(&tick_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let advances = |from: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tick() > from {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    if !advances(0) {
+        return Err(format!("no ticks in {}", tick_file.display()));
+    }
+    expect_success(&run(env.ctr().args(["task", "pause", &task.id]))?)?;
+    wait_status(env, &task.id, "PAUSED")?;
+    let frozen_at = tick();
+    std::thread::sleep(Duration::from_secs(1));
+    if tick() != frozen_at {
+        return Err(format!(
+            "ticked from {frozen_at} to {} while paused",
+            tick()
+        ));
+    }
+    let o = run(&mut task.exec("while-paused", &[], &["true"]))?;
+    if o.status.success() || !stderr(&o).contains("PAUSED") {
+        return Err(format!(
+            "exec into a paused task: {:?} {}",
+            o.status,
+            stderr(&o)
+        ));
+    }
+    expect_success(&run(env.ctr().args(["task", "resume", &task.id]))?)?;
+    wait_status(env, &task.id, "RUNNING")?;
+    if !advances(frozen_at) {
+        return Err(format!("no tick after resume (stuck at {frozen_at})"));
+    }
+    expect_success(&run(env.ctr().args(["task", "pause", &task.id]))?)?;
+    expect_success(&run(env
+        .ctr()
+        .args(["task", "kill", "-s", "KILL", &task.id]))?)?;
+    wait_status(env, &task.id, "STOPPED")
 }

@@ -11,7 +11,9 @@ use containerd_shim::api;
 use containerd_shim::api::Status;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::event::Event;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::shim_async::Task as TaskApi;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::publisher::RemotePublisher;
@@ -374,10 +376,11 @@ impl HullShim {
             return self.delete_exec(req).await;
         }
         let task = self.task(&req.id)?;
-        if task.init.status() == Status::RUNNING {
+        if matches!(task.init.status(), Status::RUNNING | Status::PAUSED) {
             return Err(ShimError::FailedPrecondition(format!(
-                "task {:?} is running; kill it first",
-                req.id
+                "task {:?} is {:?}; kill it first",
+                req.id,
+                task.init.status()
             )));
         }
         self.teardown(&task).await;
@@ -536,6 +539,63 @@ impl HullShim {
         Ok(())
     }
 
+    /// Pause (freeze) or resume the whole task in the guest, then publish
+    /// TaskPaused / TaskResumed.
+    async fn set_paused(&self, id: &str, pause: bool) -> Result<(), ShimError> {
+        let task = self.task(id)?;
+        let wanted = if pause {
+            Status::RUNNING
+        } else {
+            Status::PAUSED
+        };
+        if task.init.status() != wanted {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {id:?} is {:?}: cannot {}",
+                task.init.status(),
+                if pause { "pause" } else { "resume" }
+            )));
+        }
+        let sandbox = self.sandbox().await?;
+        let a = &sandbox.agent;
+        if pause {
+            let req = agent::PauseContainerRequest {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            a.agent
+                .pause_container(a.ctx(), &req)
+                .await
+                .map_err(ShimError::agent("PauseContainer"))?;
+        } else {
+            let req = agent::ResumeContainerRequest {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            a.agent
+                .resume_container(a.ctx(), &req)
+                .await
+                .map_err(ShimError::agent("ResumeContainer"))?;
+        }
+        task.init.set_paused(pause).map_err(|now| {
+            ShimError::FailedPrecondition(format!("task {id:?} became {now:?} meanwhile"))
+        })?;
+        let container_id = id.to_string();
+        if pause {
+            self.publish(TaskPaused {
+                container_id,
+                ..Default::default()
+            })
+            .await;
+        } else {
+            self.publish(TaskResumed {
+                container_id,
+                ..Default::default()
+            })
+            .await;
+        }
+        Ok(())
+    }
+
     async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
         let proc = self.task(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
@@ -619,6 +679,18 @@ impl TaskApi for HullShim {
             exited_at: MessageField::some(exit.at),
             ..Default::default()
         })
+    }
+
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "pause");
+        self.set_paused(&req.id, true).await?;
+        Ok(api::Empty::new())
+    }
+
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "resume");
+        self.set_paused(&req.id, false).await?;
+        Ok(api::Empty::new())
     }
 
     async fn exec(
