@@ -12,6 +12,7 @@ mod logging;
 mod pid1;
 mod reaper;
 mod rpc;
+mod stats;
 mod stdio;
 mod storage;
 mod switch_root;

@@ -387,6 +387,24 @@ impl agent_ttrpc::AgentService for Service {
             .map(|_| Empty::new())?)
     }
 
+    async fn stats_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::StatsContainerRequest,
+    ) -> RpcResult<agent::StatsContainerResponse> {
+        let c = self.0.registry.get(&req.container_id)?;
+        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+        // Reading cgroup files can block; never on an async worker.
+        let stats = tokio::task::spawn_blocking(move || cg.stats())
+            .await
+            .map_err(|e| AgentError::sys("stats task")(std::io::Error::other(e)))?
+            .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
+        Ok(agent::StatsContainerResponse {
+            cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
+            ..Default::default()
+        })
+    }
+
     async fn pause_container(
         &self,
         _: &TtrpcContext,

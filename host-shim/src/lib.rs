@@ -8,6 +8,7 @@ pub mod errors;
 pub mod guest_log;
 pub mod io;
 pub mod logging;
+pub mod metrics;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;

@@ -38,6 +38,10 @@ pub const ALL: &[(&str, Case)] = &[
         "pause_freezes_and_resume_thaws",
         pause_freezes_and_resume_thaws,
     ),
+    (
+        "metrics_come_from_the_guest_cgroup",
+        metrics_come_from_the_guest_cgroup,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -440,17 +444,22 @@ struct Detached<'a> {
 
 impl<'a> Detached<'a> {
     fn start(env: &'a Env, name: &str, args: &[&str]) -> Result<Self, String> {
+        Detached::start_with(env, name, &[], args)
+    }
+
+    /// Like `start`, with extra `ctr run` options.
+    fn start_with(
+        env: &'a Env,
+        name: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Result<Self, String> {
         let id = env.unique(name);
         let mut cmd = env.ctr();
-        cmd.args([
-            "run",
-            "-d",
-            "--runtime",
-            crate::env::RUNTIME,
-            crate::env::IMAGE,
-            &id,
-        ])
-        .args(args);
+        cmd.args(["run", "-d", "--runtime", crate::env::RUNTIME])
+            .args(options)
+            .args([crate::env::IMAGE, &id])
+            .args(args);
         let o = run(&mut cmd)?;
         let task = Detached { env, id };
         expect_success(&o)?;
@@ -664,4 +673,58 @@ fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
         .ctr()
         .args(["task", "kill", "-s", "KILL", &task.id]))?)?;
     wait_status(env, &task.id, "STOPPED")
+}
+
+/// `ctr task metrics`: the values are the guest cgroup's (the limit given
+/// to `ctr run`, memory the container really holds, its processes).
+fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String> {
+    let limit = 96u64 << 20;
+    let task = Detached::start_with(
+        env,
+        "metrics",
+        &["--memory-limit", &limit.to_string()],
+        &[
+            "sh",
+            "-c",
+            // tmpfs pages are charged to the writer's cgroup; the last
+            // `true` keeps sh from exec'ing sleep (so two processes).
+            "head -c 16000000 /dev/zero > /dev/shm/blob; echo held > /tmp/held; sleep 1000; true",
+        ],
+    )?;
+    let held = env
+        .path("state/io.containerd.runtime.v2.task/hull-e2e")
+        .join(&task.id)
+        .join("rootfs/tmp/held");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held.exists() {
+        if Instant::now() > deadline {
+            return Err("the container never reported its memory held".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
+    expect_success(&o)?;
+    let table = stdout(&o);
+    let value = |name: &str| -> Result<u64, String> {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("no {name} in {table}"))
+    };
+    if value("memory.limit_in_bytes")? != limit {
+        return Err(format!("memory limit is not {limit}: {table}"));
+    }
+    if value("memory.usage_in_bytes")? < 16_000_000 {
+        return Err(format!(
+            "the 16 MB the shell holds are not counted: {table}"
+        ));
+    }
+    if value("pids.current")? != 2 || value("cpuacct.usage")? == 0 {
+        return Err(format!(
+            "want 2 processes (sh, sleep) and CPU used: {table}"
+        ));
+    }
+    Ok(())
 }

@@ -155,6 +155,15 @@ impl ContainerCgroup {
             .is_ok_and(|s| matches!(s, FreezerState::Frozen))
     }
 
+    /// The cgroup's resource statistics.
+    pub fn stats(&self) -> Result<crate::stats::CgroupStats, crate::stats::StatsError> {
+        if self.cgroup.v2() {
+            let dir = hierarchies::auto().root().join(&self.path);
+            return crate::stats::read_v2(&dir);
+        }
+        Ok(crate::stats::read_v1(&self.cgroup))
+    }
+
     /// Removes the cgroup; it must be empty.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         self.cgroup.delete().map_err(|source| CgroupError::Cgroups {
@@ -220,6 +229,9 @@ mod tests {
             size() > from
         };
         assert!(grew(size()), "the writer never ran");
+        let stats = cg.stats().unwrap();
+        assert!(stats.pids_current >= 1, "{stats:?}");
+        assert!(stats.cpu_usage_ns > 0, "{stats:?}");
         cg.freeze().unwrap();
         assert!(cg.is_frozen());
         assert!(!grew(size()), "a frozen writer wrote");

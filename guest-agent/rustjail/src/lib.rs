@@ -20,4 +20,5 @@ pub mod namespaces;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
+pub mod stats;
 pub mod syscall;

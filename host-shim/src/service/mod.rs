@@ -596,6 +596,33 @@ impl HullShim {
         Ok(())
     }
 
+    async fn stats(&self, id: &str) -> Result<api::StatsResponse, ShimError> {
+        let task = self.task(id)?;
+        if task.init.status() == Status::STOPPED {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {id:?} has stopped: no statistics"
+            )));
+        }
+        let sandbox = self.sandbox().await?;
+        let req = agent::StatsContainerRequest {
+            container_id: id.into(),
+            ..Default::default()
+        };
+        let a = &sandbox.agent;
+        let stats = a
+            .agent
+            .stats_container(a.ctx(), &req)
+            .await
+            .map_err(ShimError::agent("StatsContainer"))?;
+        let metrics = crate::metrics::to_v1(&stats);
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
+            .map_err(|e| ShimError::io("encode metrics")(std::io::Error::other(e)))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
     async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
         let proc = self.task(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
@@ -679,6 +706,15 @@ impl TaskApi for HullShim {
             exited_at: MessageField::some(exit.at),
             ..Default::default()
         })
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "stats");
+        Ok(HullShim::stats(self, &req.id).await?)
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
