@@ -74,6 +74,21 @@ fn parse_process(
         .map_err(|e| AgentError::invalid("process", e.to_string()))
 }
 
+fn parse_resources(
+    req: &agent::UpdateContainerRequest,
+) -> Result<oci_spec::runtime::LinuxResources, AgentError> {
+    if !req.hull_oci_resources_json.is_empty() {
+        return serde_json::from_str(&req.hull_oci_resources_json)
+            .map_err(|e| AgentError::invalid("hull_oci_resources_json", e.to_string()));
+    }
+    let resources = req
+        .resources
+        .as_ref()
+        .ok_or_else(|| AgentError::invalid("resources", "missing"))?;
+    protocols::resources::from_proto(resources)
+        .map_err(|e| AgentError::invalid("resources", e.to_string()))
+}
+
 /// The agent re-executes itself as the container's (or exec's) init.
 fn init_command() -> InitCommand {
     InitCommand {
@@ -385,6 +400,30 @@ impl agent_ttrpc::AgentService for Service {
         Ok(Service::exec_process(self, req)
             .await
             .map(|_| Empty::new())?)
+    }
+
+    async fn update_container(
+        &self,
+        _: &TtrpcContext,
+        req: agent::UpdateContainerRequest,
+    ) -> RpcResult<Empty> {
+        let resources = parse_resources(&req)?;
+        let c = self.0.registry.get(&req.container_id)?;
+        if c.init.exit_code().is_some() {
+            return Err(AgentError::WrongState {
+                id: req.container_id.clone(),
+                state: "stopped",
+                action: "update",
+            }
+            .into());
+        }
+        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+        tokio::task::spawn_blocking(move || cg.update(&resources))
+            .await
+            .map_err(|e| AgentError::sys("update task")(std::io::Error::other(e)))?
+            .map_err(|e| AgentError::Container(e.into()))?;
+        slog::info!(self.0.log, "container resources updated"; "container" => &req.container_id);
+        Ok(Empty::new())
     }
 
     async fn stats_container(

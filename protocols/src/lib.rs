@@ -17,6 +17,7 @@ macro_rules! generated {
 generated!(agent, agent_ttrpc, health, health_ttrpc, oci);
 
 pub mod process;
+pub mod resources;
 pub mod stream;
 
 /// vsock port of the agent's ttrpc server.

@@ -676,7 +676,8 @@ fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
 }
 
 /// `ctr task metrics`: the values are the guest cgroup's (the limit given
-/// to `ctr run`, memory the container really holds, its processes).
+/// to `ctr run`, memory the container really holds, its processes), and
+/// Update changes that limit.
 fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String> {
     let limit = 96u64 << 20;
     let task = Detached::start_with(
@@ -725,6 +726,22 @@ fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String> {
         return Err(format!(
             "want 2 processes (sh, sleep) and CPU used: {table}"
         ));
+    }
+    // Update (containerd's Task.Update; ctr 1.6 has no command for it)
+    // reaches the same cgroup.
+    let raised = 128u64 << 20;
+    crate::shim::update(
+        env,
+        &task.id,
+        &format!(r#"{{"memory":{{"limit":{raised}}}}}"#),
+    )?;
+    let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
+    let updated = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("memory.limit_in_bytes"))
+        .map(|l| l.split_whitespace().nth(1) == Some(&raised.to_string()));
+    if updated != Some(true) {
+        return Err(format!("after update to {raised}: {}", stdout(&o)));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod cases;
 mod env;
+mod shim;
 
 use std::time::{Duration, Instant};
 

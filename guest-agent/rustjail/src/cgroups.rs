@@ -155,6 +155,16 @@ impl ContainerCgroup {
             .is_ok_and(|s| matches!(s, FreezerState::Frozen))
     }
 
+    /// Applies new limits to a running container (`update`).
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.cgroup
+            .apply(&to_resources(resources))
+            .map_err(|source| CgroupError::Cgroups {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// The cgroup's resource statistics.
     pub fn stats(&self) -> Result<crate::stats::CgroupStats, crate::stats::StatsError> {
         if self.cgroup.v2() {

@@ -96,6 +96,15 @@ impl Shim for HullShim {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
         let grouping = opts.id.clone();
         let address = spawn(opts, &grouping, Vec::new()).await?;
+        // In the bundle, as runc's shim does: containerd 1.6 reads it to
+        // reconnect to the shim after a restart, and the shim crate to
+        // remove the socket when the shim exits.
+        tokio::fs::write("address", &address)
+            .await
+            .map_err(|err| containerd_shim::Error::IoError {
+                context: "write the shim address into the bundle".into(),
+                err,
+            })?;
         Ok(address)
     }
 
@@ -596,6 +605,40 @@ impl HullShim {
         Ok(())
     }
 
+    /// New resource limits for a running task, applied to its guest cgroup.
+    async fn update(&self, req: &api::UpdateTaskRequest) -> Result<(), ShimError> {
+        let task = self.task(&req.id)?;
+        if task.init.status() == Status::STOPPED {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} has stopped: nothing to update",
+                req.id
+            )));
+        }
+        let any = req.resources.as_ref().ok_or(ShimError::Invalid {
+            what: "resources",
+            reason: "missing".into(),
+        })?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| ShimError::Invalid {
+                what: "resources",
+                reason: e.to_string(),
+            })?;
+        let json = serde_json::to_string(&resources)
+            .map_err(|e| ShimError::io("encode resources")(std::io::Error::other(e)))?;
+        let sandbox = self.sandbox().await?;
+        let a = &sandbox.agent;
+        let update = agent::UpdateContainerRequest {
+            container_id: req.id.clone(),
+            hull_oci_resources_json: json,
+            ..Default::default()
+        };
+        a.agent
+            .update_container(a.ctx(), &update)
+            .await
+            .map_err(ShimError::agent("UpdateContainer"))?;
+        Ok(())
+    }
+
     async fn stats(&self, id: &str) -> Result<api::StatsResponse, ShimError> {
         let task = self.task(id)?;
         if task.init.status() == Status::STOPPED {
@@ -706,6 +749,16 @@ impl TaskApi for HullShim {
             exited_at: MessageField::some(exit.at),
             ..Default::default()
         })
+    }
+
+    async fn update(
+        &self,
+        _: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        slog::debug!(self.0.log, "task rpc"; "rpc" => "update");
+        HullShim::update(self, &req).await?;
+        Ok(api::Empty::new())
     }
 
     async fn stats(
