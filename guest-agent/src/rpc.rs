@@ -30,6 +30,7 @@ pub struct AgentState {
     log: slog::Logger,
     registry: Arc<Registry>,
     reaper: Reaper,
+    oom: Arc<crate::oom::OomWatcher>,
     sandbox_mounts: Mutex<Vec<PathBuf>>,
     shutdown: Arc<Notify>,
 }
@@ -164,6 +165,7 @@ impl Service {
             created,
             mounts,
         ));
+        self.watch_oom(&container);
         self.0.registry.insert(reservation, container);
         slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
         Ok(())
@@ -203,6 +205,18 @@ impl Service {
         slot.fill(Arc::new(p));
         slog::info!(self.0.log, "process started"; "container" => &req.container_id, "exec" => &req.exec_id, "pid" => pid);
         Ok(())
+    }
+
+    /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
+    fn watch_oom(&self, c: &Container) {
+        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+        let Some(dir) = cg.v2_dir() else {
+            slog::warn!(self.0.log, "cgroup v1: OOM events are not reported"; "container" => &c.id);
+            return;
+        };
+        if let Err(e) = self.0.oom.watch(&c.id, &dir) {
+            slog::warn!(self.0.log, "OOM events will not be reported"; "container" => &c.id, "error" => %e);
+        }
     }
 
     async fn start_container(&self, id: &str) -> Result<(), AgentError> {
@@ -303,6 +317,7 @@ impl Service {
                 secs: timeout,
             });
         }
+        self.0.oom.unwatch(id);
         remove_cgroup(&c).await;
         c.mounts.iter().rev().for_each(|p| storage::unmount(p));
         self.0.registry.remove(id);
@@ -424,6 +439,20 @@ impl agent_ttrpc::AgentService for Service {
             .map_err(|e| AgentError::Container(e.into()))?;
         slog::info!(self.0.log, "container resources updated"; "container" => &req.container_id);
         Ok(Empty::new())
+    }
+
+    async fn get_oom_event(
+        &self,
+        _: &TtrpcContext,
+        _: agent::GetOOMEventRequest,
+    ) -> RpcResult<agent::OOMEvent> {
+        let container_id = self.0.oom.next().await.ok_or_else(|| {
+            AgentError::sys("OOM events")(std::io::Error::other("the watcher stopped"))
+        })?;
+        Ok(agent::OOMEvent {
+            container_id,
+            ..Default::default()
+        })
     }
 
     async fn stats_container(
@@ -574,6 +603,8 @@ pub enum ServeError {
     Ttrpc(#[from] ttrpc::Error),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    #[error("OOM watcher: {0}")]
+    Oom(std::io::Error),
 }
 
 /// Time since the kernel started, from /proc/uptime.
@@ -585,6 +616,20 @@ fn uptime_ms() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.0);
     (secs * 1000.0) as u64
+}
+
+/// Tells the host the agent is serving (see `protocols::READY_PORT`).
+async fn announce_ready(log: slog::Logger) {
+    use tokio::io::AsyncWriteExt;
+    let host = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_HOST, protocols::READY_PORT);
+    let sent = async {
+        let mut s = tokio_vsock::VsockStream::connect(host).await?;
+        s.write_all(protocols::READY_LINE.as_bytes()).await?;
+        AsyncWriteExt::shutdown(&mut s).await
+    };
+    if let Err(e) = sent.await {
+        slog::warn!(log, "could not announce readiness to the host"; "error" => %e);
+    }
 }
 
 /// Serves the agent API and the stdio streams until DestroySandbox (or,
@@ -602,6 +647,7 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
         log: log.clone(),
         registry: Arc::new(Registry::default()),
         reaper,
+        oom: crate::oom::OomWatcher::start(log.clone()).map_err(ServeError::Oom)?,
         sandbox_mounts: Mutex::new(Vec::new()),
         shutdown: Arc::new(Notify::new()),
     });
@@ -641,6 +687,9 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
     // client's first call succeeds.
     slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => uptime_ms());
     server.start().await?;
+    if matches!(cfg.endpoint, Endpoint::Vsock { .. }) {
+        tokio::spawn(announce_ready(log.clone()));
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signals)?;

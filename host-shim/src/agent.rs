@@ -36,6 +36,23 @@ fn console_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Accepts connections on the readiness socket until one carries the
+/// agent's `READY` line (anything else is ignored).
+async fn wait_ready(ready: &tokio::net::UnixListener) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let Ok((mut conn, _)) = ready.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut line = [0u8; protocols::READY_LINE.len()];
+        let read = tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut line)).await;
+        if matches!(read, Ok(Ok(_))) && line == protocols::READY_LINE.as_bytes() {
+            return;
+        }
+    }
+}
+
 /// How long one connection attempt (handshake and health check) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -47,16 +64,32 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// Connects to the agent, retrying until it answers a health check, the
-    /// VM dies, or `deadline` passes.
+    /// Waits for the agent to announce it is serving on `ready`, then
+    /// connects, retrying until it answers a health check, the VM dies, or
+    /// `deadline` passes.
     pub async fn connect(
         vsock_path: &Path,
+        ready: tokio::net::UnixListener,
         console: &Path,
         deadline: Duration,
         rpc_timeout: Duration,
         died: &watch::Receiver<Option<String>>,
     ) -> Result<Self, ConnectError> {
         let start = Instant::now();
+        let mut vm_died = died.clone();
+        tokio::select! {
+            r = tokio::time::timeout(deadline, wait_ready(&ready)) => if r.is_err() {
+                return Err(ConnectError::Timeout {
+                    secs: deadline.as_secs(),
+                    last: "the agent never announced that it was serving".into(),
+                    console: console_tail(console, CONSOLE_TAIL_LINES),
+                });
+            },
+            why = vm_died.wait_for(|d| d.is_some()) => {
+                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                return Err(ConnectError::VmDied(why));
+            }
+        }
         let mut last = String::from("not tried");
         loop {
             if let Some(why) = died.borrow().clone() {

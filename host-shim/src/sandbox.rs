@@ -20,6 +20,8 @@ pub struct Sandbox {
     pub vm: tokio::sync::Mutex<Vm>,
     pub paths: VmPaths,
     pub died: tokio::sync::watch::Receiver<Option<String>>,
+    /// Set when shutdown begins, so long polls on the agent stop.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// What `teardown` must undo, known before the VM exists.
@@ -59,8 +61,15 @@ impl Sandbox {
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
         let mut vm = Vm::start(cfg, id, log).await?;
+        let Some(ready) = vm.ready.take() else {
+            vm.stop(Duration::from_secs(2)).await;
+            return Err(ShimError::FailedPrecondition(
+                "the VM's readiness socket was already used".into(),
+            ));
+        };
         let connected = AgentClient::connect(
             &vm.paths.vsock,
+            ready,
             &vm.paths.console,
             Duration::from_secs(cfg.timeouts.boot_secs),
             Duration::from_secs(cfg.timeouts.rpc_secs),
@@ -90,6 +99,7 @@ impl Sandbox {
             paths: vm.paths.clone(),
             died: vm.died.clone(),
             vm: tokio::sync::Mutex::new(vm),
+            stopping: tokio::sync::watch::channel(false).0,
         };
         if let Err(e) = sandbox
             .agent
@@ -124,8 +134,20 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Resolves once the sandbox is stopping or its VM has died: the end
+    /// of every long poll on its agent.
+    pub async fn ended(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let mut died = self.died.clone();
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => {}
+            _ = died.wait_for(|d| d.is_some()) => {}
+        }
+    }
+
     /// Stops the VM: asks the agent to shut down, then ends QEMU and helpers.
     pub async fn shutdown(&self) {
+        self.stopping.send_replace(true);
         if self.died.borrow().is_none() {
             let ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
             let _ = self

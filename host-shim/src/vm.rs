@@ -57,6 +57,8 @@ pub struct VmPaths {
     pub vhost_vsock: PathBuf,
     /// Hybrid vsock socket: connect here to reach guest ports.
     pub vsock: PathBuf,
+    /// Where the agent's readiness announcement arrives.
+    pub ready: PathBuf,
     pub virtiofs: PathBuf,
     pub console: PathBuf,
     /// Shared with the guest at GUEST_SHARED_DIR.
@@ -69,6 +71,9 @@ impl VmPaths {
         VmPaths {
             vhost_vsock: dir.join("vhost-vsock.sock"),
             vsock: dir.join("vsock.sock"),
+            // vhost-device-vsock forwards a guest's connection to port P
+            // to the Unix socket "<uds-path>_P".
+            ready: dir.join(format!("vsock.sock_{}", protocols::READY_PORT)),
             virtiofs: dir.join("virtiofs.sock"),
             console: dir.join("console.log"),
             shared: dir.join("shared"),
@@ -98,6 +103,8 @@ pub struct Vm {
     died_tx: watch::Sender<Option<String>>,
     /// Forwards the agent's log lines into the shim's log.
     guest_log: Option<tokio::task::JoinHandle<()>>,
+    /// The listener for the agent's readiness announcement, until taken.
+    pub ready: Option<tokio::net::UnixListener>,
 }
 
 fn spawn(
@@ -214,7 +221,18 @@ impl Vm {
             died,
             died_tx,
             guest_log: None,
+            ready: None,
         };
+        // Listening before the guest exists, so its announcement cannot
+        // arrive too early.
+        vm.ready = Some(
+            tokio::net::UnixListener::bind(&vm.paths.ready).map_err(|source| {
+                VmError::StateDir {
+                    path: vm.paths.ready.display().to_string(),
+                    source,
+                }
+            })?,
+        );
         let socket_wait = Duration::from_secs(10);
 
         let p = &vm.paths;

@@ -26,3 +26,10 @@ pub const AGENT_PORT: u32 = 1024;
 pub const STDIO_PORT: u32 = 1025;
 /// vsock port on the host that receives the agent's log lines.
 pub const LOG_PORT: u32 = 1026;
+/// vsock port on the host that the agent connects to once, to say it is
+/// serving (`READY\n`). Waiting for this instead of polling the agent keeps
+/// connection attempts away from a guest whose vsock driver is not up yet,
+/// which can wedge vhost-device-vsock.
+pub const READY_PORT: u32 = 1027;
+/// The line the agent sends on [`READY_PORT`].
+pub const READY_LINE: &str = "READY\n";

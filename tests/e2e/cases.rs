@@ -42,6 +42,7 @@ pub const ALL: &[(&str, Case)] = &[
         "metrics_come_from_the_guest_cgroup",
         metrics_come_from_the_guest_cgroup,
     ),
+    ("oom_kill_is_published", oom_kill_is_published),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -216,6 +217,16 @@ fn wait_running(env: &Env, id: &str) -> Result<(), String> {
 /// Reads the child's stdout until a line equal to `want` (within
 /// `CMD_TIMEOUT`); the rest of its stdout is drained in the background.
 fn wait_for_line(child: &mut std::process::Child, want: &str) -> Result<(), String> {
+    wait_for_line_where(child, want, CMD_TIMEOUT, |l| l == want)
+}
+
+/// Reads the child's stdout until a line satisfies `is` (within `limit`).
+fn wait_for_line_where(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: Duration,
+    is: impl Fn(&str) -> bool,
+) -> Result<(), String> {
     let stdout = child.stdout.take().ok_or("stdout is not piped")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -224,13 +235,14 @@ fn wait_for_line(child: &mut std::process::Child, want: &str) -> Result<(), Stri
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + CMD_TIMEOUT;
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line == want => return Ok(()),
-            Ok(_) => continue,
-            Err(e) => return Err(format!("no {want:?} line from the container: {e}")),
+            Ok(line) if is(&line) => return Ok(()),
+            Ok(line) => seen.push(line),
+            Err(e) => return Err(format!("no {what:?} line ({e}); saw {seen:#?}")),
         }
     }
 }
@@ -744,4 +756,37 @@ fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String> {
         return Err(format!("after update to {raised}: {}", stdout(&o)));
     }
     Ok(())
+}
+
+/// A process killed for exceeding the container's memory limit in the
+/// guest is reported to containerd as a TaskOOM event.
+fn oom_kill_is_published(env: &Env) -> Result<(), String> {
+    let mut events = env
+        .ctr()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let task = Detached::start_with(
+        env,
+        "oom",
+        &["--memory-limit", &(32u64 << 20).to_string()],
+        // dd's 64 MiB buffer cannot fit under 32 MiB: the kernel kills dd,
+        // the shell stays.
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1000; true",
+        ],
+    );
+    let found = task.and_then(|task| {
+        let id = task.id.clone();
+        wait_for_line_where(&mut events, "/tasks/oom", Duration::from_secs(60), |l| {
+            l.contains("/tasks/oom") && l.contains(&id)
+        })
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+    found
 }

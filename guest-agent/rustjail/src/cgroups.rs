@@ -165,10 +165,16 @@ impl ContainerCgroup {
             })
     }
 
+    /// The cgroup's directory on a cgroup v2 host; None on v1.
+    pub fn v2_dir(&self) -> Option<std::path::PathBuf> {
+        self.cgroup
+            .v2()
+            .then(|| hierarchies::auto().root().join(&self.path))
+    }
+
     /// The cgroup's resource statistics.
     pub fn stats(&self) -> Result<crate::stats::CgroupStats, crate::stats::StatsError> {
-        if self.cgroup.v2() {
-            let dir = hierarchies::auto().root().join(&self.path);
+        if let Some(dir) = self.v2_dir() {
             return crate::stats::read_v2(&dir);
         }
         Ok(crate::stats::read_v1(&self.cgroup))

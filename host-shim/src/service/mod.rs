@@ -12,7 +12,7 @@ use containerd_shim::api::Status;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::shim_async::Task as TaskApi;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
@@ -99,12 +99,12 @@ impl Shim for HullShim {
         // In the bundle, as runc's shim does: containerd 1.6 reads it to
         // reconnect to the shim after a restart, and the shim crate to
         // remove the socket when the shim exits.
-        tokio::fs::write("address", &address)
-            .await
-            .map_err(|err| containerd_shim::Error::IoError {
+        tokio::fs::write("address", &address).await.map_err(|err| {
+            containerd_shim::Error::IoError {
                 context: "write the shim address into the bundle".into(),
                 err,
-            })?;
+            }
+        })?;
         Ok(address)
     }
 
@@ -229,6 +229,7 @@ impl HullShim {
                 ));
                 *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
                 // Watched from creation: a created task can be killed too.
+                tokio::spawn(self.clone().forward_oom_events(sandbox.clone()));
                 tokio::spawn(
                     self.clone()
                         .watch_exit(task.clone(), task.init.clone(), sandbox),
@@ -328,6 +329,36 @@ impl HullShim {
             pid: task.pid,
             ..Default::default()
         })
+    }
+
+    /// Publishes TaskOOM for every OOM kill the agent reports, for the
+    /// sandbox's life.
+    async fn forward_oom_events(self, sandbox: Arc<Sandbox>) {
+        let a = &sandbox.agent;
+        let req = agent::GetOOMEventRequest::new();
+        loop {
+            let next = tokio::select! {
+                r = a.agent.get_oom_event(a.long_poll(), &req) => r,
+                _ = sandbox.ended() => return,
+            };
+            match next {
+                Ok(event) => {
+                    slog::warn!(self.0.log, "OOM kill in the guest"; "container" => &event.container_id);
+                    self.publish(TaskOOM {
+                        container_id: event.container_id,
+                        ..Default::default()
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    slog::warn!(self.0.log, "GetOOMEvent failed"; "error" => %e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = sandbox.ended() => return,
+                    }
+                }
+            }
+        }
     }
 
     /// Waits for a process's exit (or the VM's death), then for its output
