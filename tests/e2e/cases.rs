@@ -43,6 +43,10 @@ pub const ALL: &[(&str, Case)] = &[
         metrics_come_from_the_guest_cgroup,
     ),
     ("oom_kill_is_published", oom_kill_is_published),
+    (
+        "task_errors_carry_the_right_code",
+        task_errors_carry_the_right_code,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -789,4 +793,31 @@ fn oom_kill_is_published(env: &Env) -> Result<(), String> {
     let _ = events.kill();
     let _ = events.wait();
     found
+}
+
+/// Wrong task RPCs get the code containerd acts on, never a blanket one.
+fn task_errors_carry_the_right_code(env: &Env) -> Result<(), String> {
+    let task = Detached::start(env, "codes", &["sleep", "1000"])?;
+    let got = crate::shim::error_codes(env, &task.id)?;
+    let want = [
+        ("Checkpoint", "UNIMPLEMENTED"),
+        ("State of an unknown exec", "NOT_FOUND"),
+        ("Start of a running task", "FAILED_PRECONDITION"),
+        ("Exec with a malformed spec", "INVALID_ARGUMENT"),
+        ("Exec", "OK"),
+        ("Exec with an id in use", "ALREADY_EXISTS"),
+        ("Delete of an unstarted exec", "OK"),
+        ("State after its delete", "NOT_FOUND"),
+    ];
+    let wrong: Vec<_> = want
+        .iter()
+        .zip(&got)
+        .filter(|((_, w), (_, g))| w != g)
+        .map(|((call, w), (_, g))| format!("{call}: got {g}, want {w}"))
+        .collect();
+    if wrong.is_empty() && got.len() == want.len() {
+        Ok(())
+    } else {
+        Err(format!("{wrong:#?} (all: {got:?})"))
+    }
 }

@@ -801,6 +801,16 @@ impl TaskApi for HullShim {
         Ok(HullShim::stats(self, &req.id).await?)
     }
 
+    /// A VM's memory cannot be checkpointed through the task API (yet):
+    /// said plainly, with UNIMPLEMENTED, rather than the generated default.
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(ShimError::Unimplemented("checkpointing a task").into())
+    }
+
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         slog::debug!(self.0.log, "task rpc"; "rpc" => "pause");
         self.set_paused(&req.id, true).await?;
