@@ -47,6 +47,10 @@ pub const ALL: &[(&str, Case)] = &[
         "task_errors_carry_the_right_code",
         task_errors_carry_the_right_code,
     ),
+    (
+        "task_survives_a_containerd_restart",
+        task_survives_a_containerd_restart,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -820,4 +824,26 @@ fn task_errors_carry_the_right_code(env: &Env) -> Result<(), String> {
     } else {
         Err(format!("{wrong:#?} (all: {got:?})"))
     }
+}
+
+/// After containerd restarts it reconnects to the running task's shim
+/// (through the bundle's `address`): the task is still RUNNING, can be
+/// exec'd into, killed and deleted.
+fn task_survives_a_containerd_restart(env: &Env) -> Result<(), String> {
+    let task = Detached::start(env, "restart", &["sleep", "1000"])?;
+    env.restart_containerd()?;
+    wait_status(env, &task.id, "RUNNING")?;
+    let o = run(&mut task.exec("after", &[], &["sh", "-c", "echo alive"]))?;
+    if stdout(&o) != "alive\n" || !o.status.success() {
+        return Err(format!(
+            "exec after restart: {:?} {:?} {}",
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        ));
+    }
+    expect_success(&run(env
+        .ctr()
+        .args(["task", "kill", "-s", "KILL", &task.id]))?)?;
+    wait_status(env, &task.id, "STOPPED")
 }

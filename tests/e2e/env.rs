@@ -147,6 +147,22 @@ impl Env {
         Ok(env)
     }
 
+    /// Stops and starts the private containerd; shims (and their VMs) are
+    /// separate processes and keep running.
+    pub fn restart_containerd(&self) -> Result<(), String> {
+        for verb in ["stop", "start"] {
+            check(
+                run(Command::new("bash")
+                    .arg(self.repo.join("scripts/containerd.sh"))
+                    .arg(verb)
+                    .env("HULL_CTRD_DIR", &self.dir)
+                    .env("HULL_CONFIG", &self.config))?,
+                &format!("containerd {verb}"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// `ctr` against the private containerd.
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
