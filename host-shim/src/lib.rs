@@ -9,6 +9,7 @@ pub mod guest_log;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod options;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;

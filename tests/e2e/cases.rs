@@ -51,6 +51,10 @@ pub const ALL: &[(&str, Case)] = &[
         "task_survives_a_containerd_restart",
         task_survives_a_containerd_restart,
     ),
+    (
+        "runtime_config_path_chooses_the_configuration",
+        runtime_config_path_chooses_the_configuration,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -846,4 +850,60 @@ fn task_survives_a_containerd_restart(env: &Env) -> Result<(), String> {
         .ctr()
         .args(["task", "kill", "-s", "KILL", &task.id]))?)?;
     wait_status(env, &task.id, "STOPPED")
+}
+
+fn guest_mem_total_kb(env: &Env, id: &str, options: &[&str]) -> Result<u64, String> {
+    let mut cmd = env.ctr();
+    cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME])
+        .args(options)
+        .args([crate::env::IMAGE, &env.unique(id)])
+        .args(["grep", "MemTotal", "/proc/meminfo"]);
+    let o = run(&mut cmd)?;
+    expect_success(&o)?;
+    stdout(&o)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no MemTotal in {:?}", stdout(&o)))
+}
+
+/// containerd's runtime option ConfigPath (`ctr run --runtime-config-path`,
+/// or CRI's runtime `options`) picks the Hull configuration for one task:
+/// its VM size applies, and its mistakes are named with its path.
+fn runtime_config_path_chooses_the_configuration(env: &Env) -> Result<(), String> {
+    let alt = env.path("alt-configuration.toml");
+    let bigger = env
+        .good_config()
+        .replace("memory_mib = 512", "memory_mib = 768");
+    if bigger == env.good_config() {
+        return Err("test bug: memory_mib = 512 not in the configuration".into());
+    }
+    std::fs::write(&alt, &bigger).map_err(|e| e.to_string())?;
+    let option = ["--runtime-config-path", alt.to_str().unwrap_or_default()];
+    let default = guest_mem_total_kb(env, "memdefault", &[])?;
+    let chosen = guest_mem_total_kb(env, "memchosen", &option)?;
+    if chosen < default + 200 * 1024 {
+        return Err(format!(
+            "MemTotal {chosen} kB with 768 MiB configured, {default} kB with 512 MiB"
+        ));
+    }
+    let broken = bigger.replace(
+        "kernel = \"/usr/local/share/hull/vmlinux\"",
+        "kernel = \"/nonexistent/alt-vmlinux\"",
+    );
+    std::fs::write(&alt, broken).map_err(|e| e.to_string())?;
+    let mut cmd = env.ctr();
+    cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME])
+        .args(option)
+        .args([crate::env::IMAGE, &env.unique("altbroken"), "true"]);
+    let o = run(&mut cmd)?;
+    let _ = run(env
+        .ctr()
+        .args(["container", "delete", &env.unique("altbroken")]));
+    let err = stderr(&o);
+    if o.status.success() || !err.contains("alt-vmlinux") || !err.contains(&*alt.to_string_lossy())
+    {
+        return Err(format!("a broken chosen configuration: {err}"));
+    }
+    Ok(())
 }

@@ -69,8 +69,8 @@ impl Inner {
 #[derive(Clone)]
 pub struct HullShim(Arc<Inner>);
 
-fn state_dir_for_cleanup() -> PathBuf {
-    HullConfig::load(&HullConfig::path())
+fn state_dir_for_cleanup(bundle: &Path) -> PathBuf {
+    HullConfig::load(&crate::options::recorded_config_path(bundle))
         .map(|c| c.state_dir)
         .unwrap_or_else(|_| PathBuf::from("/run/hull"))
 }
@@ -112,7 +112,7 @@ impl Shim for HullShim {
     /// state. Idempotent; runs on every teardown.
     async fn delete_shim(&mut self) -> Result<api::DeleteResponse, containerd_shim::Error> {
         let bundle = std::env::current_dir().unwrap_or_default();
-        let paths = VmPaths::new(&state_dir_for_cleanup(), &self.0.id);
+        let paths = VmPaths::new(&state_dir_for_cleanup(&bundle), &self.0.id);
         rootfs::unmount_all(&rootfs::shared_rootfs(&paths.shared, &self.0.id));
         rootfs::unmount_all(&bundle.join("rootfs"));
         let _ = crate::vm::remove_state_dir(&paths.dir);
@@ -192,7 +192,7 @@ impl HullShim {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::Unimplemented("restoring from a checkpoint"));
         }
-        let cfg = HullConfig::load(&HullConfig::path())?;
+        let cfg = crate::options::config_for_task(req.options.as_ref(), Path::new(&req.bundle))?;
         let mut guest_spec = oci_spec::runtime::Spec::load(
             Path::new(&req.bundle).join("config.json"),
         )
