@@ -82,6 +82,22 @@ pub struct Timeouts {
     pub boot_secs: u64,
     /// Any agent RPC that is not a long poll.
     pub rpc_secs: u64,
+    /// How often the shim checks that the agent answers (each check may
+    /// take this long).
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: u64,
+    /// Consecutive failed checks after which the VM is declared dead and
+    /// stopped, so its tasks end instead of hanging.
+    #[serde(default = "default_health_failures")]
+    pub health_failures: u32,
+}
+
+fn default_health_interval() -> u64 {
+    5
+}
+
+fn default_health_failures() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]

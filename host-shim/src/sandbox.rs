@@ -134,6 +134,44 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Checks the agent's health every `every` until the sandbox ends;
+    /// after `allowed` failures in a row the VM is declared dead.
+    pub async fn monitor_health(
+        self: std::sync::Arc<Self>,
+        every: Duration,
+        allowed: u32,
+        log: slog::Logger,
+    ) {
+        let mut failures = 0;
+        let req = protocols::health::CheckRequest::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.ended() => return,
+            }
+            let ctx = ttrpc::context::with_timeout(every.as_nanos() as i64);
+            let checked = tokio::select! {
+                r = self.agent.health.check(ctx, &req) => r,
+                _ = self.ended() => return,
+            };
+            match checked {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    slog::warn!(log, "agent health check failed"; "failures" => failures, "error" => %e);
+                    if failures >= allowed {
+                        let reason = format!(
+                            "the agent failed {failures} health checks in a row (last: {e})"
+                        );
+                        slog::error!(log, "declaring the VM dead"; "reason" => &reason);
+                        self.vm.lock().await.declare_dead(reason);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Resolves once the sandbox is stopping or its VM has died: the end
     /// of every long poll on its agent.
     pub async fn ended(&self) {

@@ -305,6 +305,26 @@ impl Vm {
             .unwrap_or(0)
     }
 
+    /// Ends a VM that is alive but useless (its agent stopped answering):
+    /// records `reason` as its death, so every task waiting on it ends,
+    /// and kills QEMU.
+    pub fn declare_dead(&self, reason: String) {
+        self.died_tx.send_if_modified(|d| {
+            if d.is_some() {
+                return false;
+            }
+            *d = Some(reason);
+            true
+        });
+        let qemu = self.qemu_pid();
+        if qemu != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(qemu as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// The reason the VM died, if it did.
     pub fn death(&self) -> Option<String> {
         self.died.borrow().clone()

@@ -55,6 +55,7 @@ pub const ALL: &[(&str, Case)] = &[
         "runtime_config_path_chooses_the_configuration",
         runtime_config_path_chooses_the_configuration,
     ),
+    ("hung_guest_is_declared_dead", hung_guest_is_declared_dead),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -904,6 +905,38 @@ fn runtime_config_path_chooses_the_configuration(env: &Env) -> Result<(), String
     if o.status.success() || !err.contains("alt-vmlinux") || !err.contains(&*alt.to_string_lossy())
     {
         return Err(format!("a broken chosen configuration: {err}"));
+    }
+    Ok(())
+}
+
+/// A VM that stops answering (QEMU frozen with SIGSTOP: alive, useless)
+/// fails its health checks; the shim stops it and the task ends with 255
+/// instead of hanging `ctr` forever.
+fn hung_guest_is_declared_dead(env: &Env) -> Result<(), String> {
+    let id = env.unique("hung");
+    let child = env
+        .run_cmd(&id, &["sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_running(env, &id)?;
+    let dir = env.state_dir.join(&id).display().to_string();
+    let pid = Env::processes_with(&dir)
+        .into_iter()
+        .find(|p| p.contains("qemu-system"))
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .ok_or(format!("no QEMU for {id}"))?;
+    let frozen = Instant::now();
+    run(Command::new("kill").args(["-STOP", &pid]))?;
+    let o = finish(child, CMD_TIMEOUT)?;
+    let took = frozen.elapsed();
+    if o.status.code() != Some(255) {
+        return Err(format!("ctr exited {:?}: {}", o.status.code(), stderr(&o)));
+    }
+    // 3 checks 5 s apart (the default), each allowed 5 s.
+    if took > Duration::from_secs(45) {
+        return Err(format!("the hung VM was noticed only after {took:?}"));
     }
     Ok(())
 }

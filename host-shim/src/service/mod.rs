@@ -230,6 +230,11 @@ impl HullShim {
                 *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
                 // Watched from creation: a created task can be killed too.
                 tokio::spawn(self.clone().forward_oom_events(sandbox.clone()));
+                tokio::spawn(sandbox.clone().monitor_health(
+                    Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
+                    cfg.timeouts.health_failures.max(1),
+                    self.0.log.clone(),
+                ));
                 tokio::spawn(
                     self.clone()
                         .watch_exit(task.clone(), task.init.clone(), sandbox),
