@@ -421,6 +421,28 @@ fn bad_command_fails_cleanly(env: &Env) -> Result<(), String> {
     Ok(())
 }
 
+/// `ctr run --rm ... sleep 1000` in the background, once RUNNING.
+fn run_sleeping(env: &Env, id: &str) -> Result<std::process::Child, String> {
+    let child = env
+        .run_cmd(id, &["sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_running(env, id)?;
+    Ok(child)
+}
+
+/// The pid of the task's QEMU or helper whose command line names `what`.
+fn vm_process(env: &Env, id: &str, what: &str) -> Result<String, String> {
+    let dir = env.state_dir.join(id).display().to_string();
+    Env::processes_with(&dir)
+        .into_iter()
+        .find(|p| p.contains(what))
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .ok_or(format!("no {what} process for {id}"))
+}
+
 /// kill -9 of QEMU or of either helper: the task is reported exited (255)
 /// promptly, `ctr run --rm` returns, and the leak check finds nothing.
 fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
@@ -429,19 +451,8 @@ fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
             "dead-{}",
             victim.split('-').next().unwrap_or(victim)
         ));
-        let child = env
-            .run_cmd(&id, &["sleep", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        wait_running(env, &id)?;
-        let dir = env.state_dir.join(&id).display().to_string();
-        let pid = Env::processes_with(&dir)
-            .into_iter()
-            .find(|p| p.contains(victim))
-            .and_then(|p| p.split_whitespace().next().map(str::to_string))
-            .ok_or(format!("no {victim} process for {id}"))?;
+        let child = run_sleeping(env, &id)?;
+        let pid = vm_process(env, &id, victim)?;
         let killed = Instant::now();
         run(Command::new("kill").args(["-9", &pid]))?;
         let o = finish(child, CMD_TIMEOUT)?;
@@ -914,19 +925,8 @@ fn runtime_config_path_chooses_the_configuration(env: &Env) -> Result<(), String
 /// instead of hanging `ctr` forever.
 fn hung_guest_is_declared_dead(env: &Env) -> Result<(), String> {
     let id = env.unique("hung");
-    let child = env
-        .run_cmd(&id, &["sleep", "1000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    wait_running(env, &id)?;
-    let dir = env.state_dir.join(&id).display().to_string();
-    let pid = Env::processes_with(&dir)
-        .into_iter()
-        .find(|p| p.contains("qemu-system"))
-        .and_then(|p| p.split_whitespace().next().map(str::to_string))
-        .ok_or(format!("no QEMU for {id}"))?;
+    let child = run_sleeping(env, &id)?;
+    let pid = vm_process(env, &id, "qemu-system")?;
     let frozen = Instant::now();
     run(Command::new("kill").args(["-STOP", &pid]))?;
     let o = finish(child, CMD_TIMEOUT)?;
