@@ -58,6 +58,8 @@ pub struct Container {
     pub cgroup_path: String,
     /// Guest mounts made for this container, unmounted on removal.
     pub mounts: Vec<PathBuf>,
+    /// Its seccomp profile, applied to its execs too.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// The created-but-not-started init; taken by StartContainer.
     pending_start: Mutex<Option<Created>>,
     /// Exec'd processes by exec id; `None` while one is being started, so
@@ -91,12 +93,19 @@ impl Drop for ExecSlot {
 }
 
 impl Container {
-    pub fn new(id: String, init: Arc<Process>, created: Created, mounts: Vec<PathBuf>) -> Self {
+    pub fn new(
+        id: String,
+        init: Arc<Process>,
+        created: Created,
+        mounts: Vec<PathBuf>,
+        seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    ) -> Self {
         Container {
             id,
             init,
             cgroup_path: created.cgroup.path().to_string(),
             mounts,
+            seccomp,
             pending_start: Mutex::new(Some(created)),
             execs: Mutex::new(HashMap::new()),
         }

@@ -137,6 +137,7 @@ impl Service {
             undo.push(storage::mount(s)?);
         }
         let (pipes, stdio, terminal) = process_stdio(&spec.process().clone().unwrap_or_default())?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let config = InitConfig {
             container_id: req.container_id.clone(),
             spec,
@@ -164,6 +165,7 @@ impl Service {
             init,
             created,
             mounts,
+            seccomp,
         ));
         self.watch_oom(&container);
         self.0.registry.insert(reservation, container);
@@ -184,6 +186,7 @@ impl Service {
             container_id: req.container_id.clone(),
             init_pid: c.init.pid,
             process,
+            seccomp: c.seccomp.clone(),
         };
         let cgroup = c.cgroup_path.clone();
         let cmd = init_command();

@@ -56,6 +56,10 @@ pub const ALL: &[(&str, Case)] = &[
         runtime_config_path_chooses_the_configuration,
     ),
     ("hung_guest_is_declared_dead", hung_guest_is_declared_dead),
+    (
+        "seccomp_profiles_confine_the_container",
+        seccomp_profiles_confine_the_container,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -937,6 +941,53 @@ fn hung_guest_is_declared_dead(env: &Env) -> Result<(), String> {
     // 3 checks 5 s apart (the default), each allowed 5 s.
     if took > Duration::from_secs(45) {
         return Err(format!("the hung VM was noticed only after {took:?}"));
+    }
+    Ok(())
+}
+
+/// containerd's default profile (`--seccomp`) is installed and the
+/// container still runs; a custom profile's errno reaches the program, in
+/// the init and in an exec.
+fn seccomp_profiles_confine_the_container(env: &Env) -> Result<(), String> {
+    // Flags go before the image: `ctr run [flags] IMAGE ID cmd...`.
+    let mut default = env.ctr();
+    default
+        .args(["run", "--rm", "--runtime", crate::env::RUNTIME, "--seccomp"])
+        .args([crate::env::IMAGE, &env.unique("seccompdefault")])
+        .args(["grep", "Seccomp:", "/proc/self/status"]);
+    let o = run(&mut default)?;
+    expect_success(&o)?;
+    if stdout(&o).split_whitespace().nth(1) != Some("2") {
+        return Err(format!("default profile: {:?}", stdout(&o)));
+    }
+    let profile = env.path("deny-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .map_err(|e| e.to_string())?;
+    let options = [
+        "--seccomp",
+        "--seccomp-profile",
+        profile.to_str().unwrap_or_default(),
+    ];
+    let task = Detached::start_with(env, "seccomp", &options, &["sleep", "1000"])?;
+    let o = run(&mut task.exec("mkdir", &[], &["sh", "-c", "mkdir /tmp/x; echo rc=$?"]))?;
+    if !stdout(&o).contains("rc=1") || !stderr(&o).contains("Permission denied") {
+        return Err(format!(
+            "mkdir under the profile: {:?} {:?}",
+            stdout(&o),
+            stderr(&o)
+        ));
+    }
+    let o = run(&mut task.exec("other", &[], &["sh", "-c", "touch /tmp/y && echo ok"]))?;
+    if stdout(&o) != "ok\n" {
+        return Err(format!(
+            "what the profile allows failed: {:?} {:?}",
+            stdout(&o),
+            stderr(&o)
+        ));
     }
     Ok(())
 }

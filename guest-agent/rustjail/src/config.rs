@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 /// The init process's instructions, sent as the first channel message.
@@ -22,4 +22,6 @@ pub struct ExecConfig {
     /// The container init's pid as the runtime sees it.
     pub init_pid: i32,
     pub process: Process,
+    /// The container's seccomp profile, which applies to its execs too.
+    pub seccomp: Option<LinuxSeccomp>,
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 
 use crate::caps::{CapPlan, CapsError};
 use crate::channel::{Channel, ChannelError, FromInit, ToInit};
@@ -43,6 +43,8 @@ pub enum InitError {
     },
     #[error("{0} is unsupported in this guest (no such LSM is enabled); remove it from the spec")]
     Unsupported(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("sysctl {key}: {source}")]
     Sysctl {
         key: String,
@@ -150,7 +152,8 @@ fn create(
     }
     *stage = "sysctl";
     write_sysctls(spec)?;
-    become_process(channel, &spec.process().clone().unwrap_or_default(), stage)
+    let process = spec.process().clone().unwrap_or_default();
+    become_process(channel, &process, linux.seccomp().as_ref(), stage)
 }
 
 /// Joins a running container (all of its init's namespaces; the runtime
@@ -168,7 +171,7 @@ fn exec(
     *stage = "wait for cgroup";
     expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
     setsid()?;
-    become_process(channel, &config.process, stage)
+    become_process(channel, &config.process, config.seccomp.as_ref(), stage)
 }
 
 /// Tells the runtime the pid of the process that will exec the user
@@ -216,6 +219,7 @@ fn setsid() -> Result<(), InitError> {
 fn become_process(
     channel: &mut Channel,
     process: &oci_spec::runtime::Process,
+    seccomp: Option<&LinuxSeccomp>,
     stage: &mut &'static str,
 ) -> Result<Infallible, InitError> {
     if process.terminal().unwrap_or(false) {
@@ -225,10 +229,14 @@ fn become_process(
         channel.send_fd(std::os::fd::AsFd::as_fd(&master))?;
     }
     *stage = "process";
-    let exec = prepare_process(process)?;
+    let (exec, late_seccomp) = prepare_process(process, seccomp)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
     expect_exact(channel, "Start", |m| matches!(m, ToInit::Start))?;
+    if let Some(filters) = late_seccomp {
+        *stage = "seccomp";
+        filters.install()?;
+    }
     *stage = "exec";
     Ok(exec.exec()?)
 }
@@ -276,8 +284,18 @@ fn check_labels(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
     Ok(())
 }
 
-fn prepare_process(process: &oci_spec::runtime::Process) -> Result<process::ExecPlan, InitError> {
+/// Everything but execve. Returns the exec plan and, with no_new_privs,
+/// the seccomp filters to install just before execve (as late as possible,
+/// so the profile constrains only the user program). Without
+/// no_new_privs the filters need CAP_SYS_ADMIN, so they are installed here
+/// before the user switch drops it, as runc does.
+fn prepare_process(
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<&LinuxSeccomp>,
+) -> Result<(process::ExecPlan, Option<crate::seccomp::Compiled>), InitError> {
     check_labels(process)?;
+    let filters = seccomp.map(crate::seccomp::compile).transpose()?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     if let Some(adj) = process.oom_score_adj() {
@@ -289,6 +307,11 @@ fn prepare_process(process: &oci_spec::runtime::Process) -> Result<process::Exec
         })?;
     }
     caps.before_user_switch()?;
+    if !nnp {
+        if let Some(f) = &filters {
+            f.install()?;
+        }
+    }
     process::set_user(process.user())?;
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).map_err(|source| InitError::Sys {
@@ -296,11 +319,11 @@ fn prepare_process(process: &oci_spec::runtime::Process) -> Result<process::Exec
         source,
     })?;
     caps.after_user_switch()?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         capctl::prctl::set_no_new_privs().map_err(|source| CapsError::Sys {
             op: "no_new_privs",
             source,
         })?;
     }
-    Ok(process::ExecPlan::new(process)?)
+    Ok((process::ExecPlan::new(process)?, filters.filter(|_| nnp)))
 }

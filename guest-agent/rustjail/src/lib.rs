@@ -20,5 +20,6 @@ pub mod namespaces;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod stats;
 pub mod syscall;
