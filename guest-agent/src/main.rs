@@ -13,6 +13,7 @@ mod oom;
 mod pid1;
 mod reaper;
 mod rpc;
+mod server;
 mod stats;
 mod stdio;
 mod storage;
@@ -91,7 +92,7 @@ fn agent_main(cfg: config::AgentConfig) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(rpc::serve(cfg, log.clone())) {
+    match runtime.block_on(server::serve(cfg, log.clone())) {
         Ok(()) => 0,
         Err(e) => {
             slog::crit!(log, "agent stopped"; "error" => %e);

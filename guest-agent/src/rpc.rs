@@ -1,5 +1,6 @@
 //! The ttrpc services: a thin layer that validates requests, calls into the
-//! container and storage modules, and maps errors to ttrpc codes.
+//! container and storage modules, and maps errors to ttrpc codes. Serving
+//! them is `server`'s job.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,8 @@ use rustjail::container::{Created, InitCommand, InitStdio};
 use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
 
-use crate::config::{AgentConfig, Endpoint};
 use crate::container::{Container, Process, Registry};
 use crate::errors::AgentError;
-use crate::listener::StreamListener;
 use crate::reaper::Reaper;
 use crate::stdio::ProcessIo;
 use crate::storage;
@@ -37,6 +36,28 @@ pub struct AgentState {
 
 #[derive(Clone)]
 pub struct Service(Arc<AgentState>);
+
+impl Service {
+    pub fn new(log: slog::Logger, reaper: Reaper, oom: Arc<crate::oom::OomWatcher>) -> Self {
+        Service(Arc::new(AgentState {
+            log,
+            registry: Arc::new(Registry::default()),
+            reaper,
+            oom,
+            sandbox_mounts: Mutex::new(Vec::new()),
+            shutdown: Arc::new(Notify::new()),
+        }))
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.0.registry.clone()
+    }
+
+    /// Notified when DestroySandbox has done its work.
+    pub fn shutdown_requested(&self) -> Arc<Notify> {
+        self.0.shutdown.clone()
+    }
+}
 
 fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
     if protocols::stream::valid_id(id) {
@@ -592,116 +613,4 @@ impl health_ttrpc::Health for Service {
             ..Default::default()
         })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("listen on {what}: {source}")]
-    Listen {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("ttrpc server: {0}")]
-    Ttrpc(#[from] ttrpc::Error),
-    #[error("signal handling: {0}")]
-    Signals(std::io::Error),
-    #[error("OOM watcher: {0}")]
-    Oom(std::io::Error),
-}
-
-/// Time since the kernel started, from /proc/uptime.
-fn uptime_ms() -> u64 {
-    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let secs: f64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    (secs * 1000.0) as u64
-}
-
-/// Tells the host the agent is serving (see `protocols::READY_PORT`).
-async fn announce_ready(log: slog::Logger) {
-    use tokio::io::AsyncWriteExt;
-    let host = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_HOST, protocols::READY_PORT);
-    let sent = async {
-        let mut s = tokio_vsock::VsockStream::connect(host).await?;
-        s.write_all(protocols::READY_LINE.as_bytes()).await?;
-        AsyncWriteExt::shutdown(&mut s).await
-    };
-    if let Err(e) = sent.await {
-        slog::warn!(log, "could not announce readiness to the host"; "error" => %e);
-    }
-}
-
-/// Serves the agent API and the stdio streams until DestroySandbox (or,
-/// off PID 1, SIGTERM/SIGINT).
-pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError> {
-    if !cfg.is_pid1 {
-        // Container inits are grandchildren; they must come back to us.
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| ServeError::Listen {
-            what: "subreaper".into(),
-            source: e.into(),
-        })?;
-    }
-    let reaper = Reaper::start(log.clone()).map_err(ServeError::Signals)?;
-    let state = Arc::new(AgentState {
-        log: log.clone(),
-        registry: Arc::new(Registry::default()),
-        reaper,
-        oom: crate::oom::OomWatcher::start(log.clone()).map_err(ServeError::Oom)?,
-        sandbox_mounts: Mutex::new(Vec::new()),
-        shutdown: Arc::new(Notify::new()),
-    });
-    let service = Service(state.clone());
-    let (ttrpc_addr, streams) = match &cfg.endpoint {
-        Endpoint::Vsock {
-            agent_port,
-            stdio_port,
-        } => {
-            let l = StreamListener::vsock(*stdio_port).map_err(|source| ServeError::Listen {
-                what: format!("vsock port {stdio_port}"),
-                source,
-            })?;
-            (format!("vsock://-1:{agent_port}"), l)
-        }
-        Endpoint::Unix { dir } => {
-            let path = dir.join("stdio.sock");
-            let l = StreamListener::unix(&path).map_err(|source| ServeError::Listen {
-                what: path.display().to_string(),
-                source,
-            })?;
-            let agent = dir.join("agent.sock");
-            let _ = std::fs::remove_file(&agent);
-            (format!("unix://{}", agent.display()), l)
-        }
-    };
-    tokio::spawn(crate::stdio::serve(
-        streams,
-        state.registry.clone(),
-        log.clone(),
-    ));
-    let mut server = ttrpc::r#async::Server::new()
-        .bind(&ttrpc_addr)?
-        .register_service(agent_ttrpc::create_agent_service(Arc::new(service.clone())))
-        .register_service(health_ttrpc::create_health(Arc::new(service)));
-    // Logged before accepting, so the line is on the console before any
-    // client's first call succeeds.
-    slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => uptime_ms());
-    server.start().await?;
-    if matches!(cfg.endpoint, Endpoint::Vsock { .. }) {
-        tokio::spawn(announce_ready(log.clone()));
-    }
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(ServeError::Signals)?;
-    tokio::select! {
-        _ = state.shutdown.notified() => slog::info!(log, "sandbox destroyed, shutting down"),
-        _ = term.recv() => slog::info!(log, "SIGTERM, shutting down"),
-    }
-    // Let the DestroySandbox reply go out before the server goes away.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let _ = server.shutdown().await;
-    Ok(())
 }

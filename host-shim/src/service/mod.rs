@@ -11,13 +11,9 @@ use containerd_shim::api;
 use containerd_shim::api::Status;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::event::Event;
-use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
-};
-use containerd_shim::protos::shim_async::Task as TaskApi;
-use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskStart};
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Flags, StartOpts, TtrpcResult};
+use containerd_shim::{Flags, StartOpts};
 use protobuf::MessageField;
 use protocols::agent;
 
@@ -29,7 +25,10 @@ use crate::sandbox::{HostMounts, Sandbox};
 use crate::task::{Proc, Task};
 use crate::vm::VmPaths;
 
+mod control;
 mod exec;
+mod task_api;
+mod watch;
 
 /// The exit status reported when the VM (or a helper) died under the task.
 pub const VM_DIED_STATUS: u32 = 255;
@@ -336,86 +335,6 @@ impl HullShim {
         })
     }
 
-    /// Publishes TaskOOM for every OOM kill the agent reports, for the
-    /// sandbox's life.
-    async fn forward_oom_events(self, sandbox: Arc<Sandbox>) {
-        let a = &sandbox.agent;
-        let req = agent::GetOOMEventRequest::new();
-        loop {
-            let next = tokio::select! {
-                r = a.agent.get_oom_event(a.long_poll(), &req) => r,
-                _ = sandbox.ended() => return,
-            };
-            match next {
-                Ok(event) => {
-                    slog::warn!(self.0.log, "OOM kill in the guest"; "container" => &event.container_id);
-                    self.publish(TaskOOM {
-                        container_id: event.container_id,
-                        ..Default::default()
-                    })
-                    .await;
-                }
-                Err(e) => {
-                    slog::warn!(self.0.log, "GetOOMEvent failed"; "error" => %e);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = sandbox.ended() => return,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for a process's exit (or the VM's death), then for its output
-    /// to be delivered, then records and publishes the exit.
-    async fn watch_exit(self, task: Arc<Task>, proc: Arc<Proc>, sandbox: Arc<Sandbox>) {
-        let wait = agent::WaitProcessRequest {
-            container_id: task.id.clone(),
-            exec_id: proc.id.clone(),
-            ..Default::default()
-        };
-        let mut died = sandbox.died.clone();
-        let status = tokio::select! {
-            r = sandbox.agent.agent.wait_process(sandbox.agent.long_poll(), &wait) => match r {
-                Ok(resp) => resp.status as u32,
-                Err(e) => {
-                    slog::error!(self.0.log, "WaitProcess failed"; "error" => %e);
-                    VM_DIED_STATUS
-                }
-            },
-            reason = died.wait_for(|d| d.is_some()) => {
-                let reason = reason.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
-                slog::error!(self.0.log, "vm died under the task"; "reason" => reason);
-                VM_DIED_STATUS
-            }
-        };
-        let outputs = proc
-            .stdio
-            .lock()
-            .await
-            .as_mut()
-            .map(|s| s.take_outputs())
-            .unwrap_or_default();
-        // After a VM death the streams are gone; don't wait on them long.
-        let grace = if status == VM_DIED_STATUS {
-            Duration::from_secs(1)
-        } else {
-            Duration::MAX
-        };
-        let _ = tokio::time::timeout(grace, futures_join(outputs)).await;
-        let _order = proc.lifecycle.lock().await;
-        let exit = proc.set_exit(status);
-        self.publish(TaskExit {
-            container_id: task.id.clone(),
-            id: proc.id.clone(),
-            pid: task.pid,
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at),
-            ..Default::default()
-        })
-        .await;
-    }
-
     async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse, ShimError> {
         if !req.exec_id.is_empty() {
             return self.delete_exec(req).await;
@@ -584,124 +503,6 @@ impl HullShim {
         Ok(())
     }
 
-    /// Pause (freeze) or resume the whole task in the guest, then publish
-    /// TaskPaused / TaskResumed.
-    async fn set_paused(&self, id: &str, pause: bool) -> Result<(), ShimError> {
-        let task = self.task(id)?;
-        let wanted = if pause {
-            Status::RUNNING
-        } else {
-            Status::PAUSED
-        };
-        if task.init.status() != wanted {
-            return Err(ShimError::FailedPrecondition(format!(
-                "task {id:?} is {:?}: cannot {}",
-                task.init.status(),
-                if pause { "pause" } else { "resume" }
-            )));
-        }
-        let sandbox = self.sandbox().await?;
-        let a = &sandbox.agent;
-        if pause {
-            let req = agent::PauseContainerRequest {
-                container_id: id.into(),
-                ..Default::default()
-            };
-            a.agent
-                .pause_container(a.ctx(), &req)
-                .await
-                .map_err(ShimError::agent("PauseContainer"))?;
-        } else {
-            let req = agent::ResumeContainerRequest {
-                container_id: id.into(),
-                ..Default::default()
-            };
-            a.agent
-                .resume_container(a.ctx(), &req)
-                .await
-                .map_err(ShimError::agent("ResumeContainer"))?;
-        }
-        task.init.set_paused(pause).map_err(|now| {
-            ShimError::FailedPrecondition(format!("task {id:?} became {now:?} meanwhile"))
-        })?;
-        let container_id = id.to_string();
-        if pause {
-            self.publish(TaskPaused {
-                container_id,
-                ..Default::default()
-            })
-            .await;
-        } else {
-            self.publish(TaskResumed {
-                container_id,
-                ..Default::default()
-            })
-            .await;
-        }
-        Ok(())
-    }
-
-    /// New resource limits for a running task, applied to its guest cgroup.
-    async fn update(&self, req: &api::UpdateTaskRequest) -> Result<(), ShimError> {
-        let task = self.task(&req.id)?;
-        if task.init.status() == Status::STOPPED {
-            return Err(ShimError::FailedPrecondition(format!(
-                "task {:?} has stopped: nothing to update",
-                req.id
-            )));
-        }
-        let any = req.resources.as_ref().ok_or(ShimError::Invalid {
-            what: "resources",
-            reason: "missing".into(),
-        })?;
-        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
-            .map_err(|e| ShimError::Invalid {
-                what: "resources",
-                reason: e.to_string(),
-            })?;
-        let json = serde_json::to_string(&resources)
-            .map_err(|e| ShimError::io("encode resources")(std::io::Error::other(e)))?;
-        let sandbox = self.sandbox().await?;
-        let a = &sandbox.agent;
-        let update = agent::UpdateContainerRequest {
-            container_id: req.id.clone(),
-            hull_oci_resources_json: json,
-            ..Default::default()
-        };
-        a.agent
-            .update_container(a.ctx(), &update)
-            .await
-            .map_err(ShimError::agent("UpdateContainer"))?;
-        Ok(())
-    }
-
-    async fn stats(&self, id: &str) -> Result<api::StatsResponse, ShimError> {
-        let task = self.task(id)?;
-        if task.init.status() == Status::STOPPED {
-            return Err(ShimError::FailedPrecondition(format!(
-                "task {id:?} has stopped: no statistics"
-            )));
-        }
-        let sandbox = self.sandbox().await?;
-        let req = agent::StatsContainerRequest {
-            container_id: id.into(),
-            ..Default::default()
-        };
-        let a = &sandbox.agent;
-        let stats = a
-            .agent
-            .stats_container(a.ctx(), &req)
-            .await
-            .map_err(ShimError::agent("StatsContainer"))?;
-        let metrics = crate::metrics::to_v1(&stats);
-        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
-            .map_err(|e| ShimError::io("encode metrics")(std::io::Error::other(e)))?;
-        Ok(api::StatsResponse {
-            stats: MessageField::some(any),
-            ..Default::default()
-        })
-    }
-
     async fn close_io(&self, req: api::CloseIORequest) -> Result<(), ShimError> {
         let proc = self.task(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
@@ -713,196 +514,11 @@ impl HullShim {
     }
 }
 
-async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
-}
-
 fn stdio_paths(req: &api::CreateTaskRequest) -> StdioPaths {
     StdioPaths {
         stdin: req.stdin.clone(),
         stdout: req.stdout.clone(),
         stderr: req.stderr.clone(),
         terminal: req.terminal,
-    }
-}
-
-#[async_trait]
-impl TaskApi for HullShim {
-    async fn state(
-        &self,
-        _: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "state");
-        Ok(HullShim::state(self, &req)?)
-    }
-
-    async fn create(
-        &self,
-        _: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "create");
-        Ok(HullShim::create(self, req).await?)
-    }
-
-    async fn start(
-        &self,
-        _: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "start");
-        Ok(HullShim::start(self, req).await?)
-    }
-
-    async fn delete(
-        &self,
-        _: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "delete");
-        Ok(HullShim::delete(self, req).await?)
-    }
-
-    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "kill");
-        HullShim::kill(self, req).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn wait(
-        &self,
-        _: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "wait");
-        let proc = self.task(&req.id)?.process(&req.exec_id)?;
-        let exit = proc.wait().await;
-        Ok(api::WaitResponse {
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at),
-            ..Default::default()
-        })
-    }
-
-    async fn update(
-        &self,
-        _: &TtrpcContext,
-        req: api::UpdateTaskRequest,
-    ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "update");
-        HullShim::update(self, &req).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn stats(
-        &self,
-        _: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "stats");
-        Ok(HullShim::stats(self, &req.id).await?)
-    }
-
-    /// A VM's memory cannot be checkpointed through the task API (yet):
-    /// said plainly, with UNIMPLEMENTED, rather than the generated default.
-    async fn checkpoint(
-        &self,
-        _: &TtrpcContext,
-        _: api::CheckpointTaskRequest,
-    ) -> TtrpcResult<api::Empty> {
-        Err(ShimError::Unimplemented("checkpointing a task").into())
-    }
-
-    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "pause");
-        self.set_paused(&req.id, true).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "resume");
-        self.set_paused(&req.id, false).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn exec(
-        &self,
-        _: &TtrpcContext,
-        req: api::ExecProcessRequest,
-    ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "exec", "exec" => &req.exec_id);
-        HullShim::exec(self, req).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn close_io(
-        &self,
-        _: &TtrpcContext,
-        req: api::CloseIORequest,
-    ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "close_io");
-        HullShim::close_io(self, req).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn resize_pty(
-        &self,
-        _: &TtrpcContext,
-        req: api::ResizePtyRequest,
-    ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "resize_pty");
-        HullShim::resize_pty(self, req).await?;
-        Ok(api::Empty::new())
-    }
-
-    async fn pids(
-        &self,
-        _: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> TtrpcResult<api::PidsResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "pids");
-        let task = self.task(&req.id)?;
-        let info = containerd_shim::protos::types::task::ProcessInfo {
-            pid: task.pid,
-            ..Default::default()
-        };
-        Ok(api::PidsResponse {
-            processes: vec![info],
-            ..Default::default()
-        })
-    }
-
-    async fn connect(
-        &self,
-        _: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> TtrpcResult<api::ConnectResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "connect");
-        let task_pid = self.task(&req.id).map(|t| t.pid).unwrap_or(0);
-        Ok(api::ConnectResponse {
-            shim_pid: std::process::id(),
-            task_pid,
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        })
-    }
-
-    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "shutdown");
-        // containerd calls Shutdown after every Delete; with a task still
-        // present the shim stays (as runc's does).
-        if self
-            .0
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            self.0.exit.signal();
-        }
-        Ok(api::Empty::new())
     }
 }
