@@ -15,6 +15,7 @@ pub mod sandbox;
 pub mod service;
 pub mod task;
 pub mod vm;
+pub mod volumes;
 pub mod vsock;
 
 pub const RUNTIME_ID: &str = "io.containerd.hull.v2";

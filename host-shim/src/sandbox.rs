@@ -28,10 +28,14 @@ pub struct Sandbox {
 pub struct HostMounts {
     pub bundle_rootfs: PathBuf,
     pub shared_rootfs: PathBuf,
+    /// The sandbox's shared directory and the container, for its volumes.
+    pub shared: PathBuf,
+    pub container_id: String,
 }
 
 impl HostMounts {
     pub fn undo(&self) {
+        crate::volumes::unshare_all(&self.shared, &self.container_id);
         rootfs::unmount_all(&self.shared_rootfs);
         rootfs::unmount_all(&self.bundle_rootfs);
     }
@@ -210,21 +214,7 @@ pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<Vec<Str
             .join("rootfs"),
     );
     spec.set_root(Some(root));
-    for m in spec.mounts().as_deref().unwrap_or_default() {
-        let opts = m.options().as_deref().unwrap_or_default();
-        let is_bind =
-            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-        if is_bind {
-            return Err(ShimError::Invalid {
-                what: "mounts",
-                reason: format!(
-                    "bind mount of host path {:?} on {:?}: sharing host volumes into the VM is not implemented yet",
-                    m.source().as_deref().unwrap_or(Path::new("")),
-                    m.destination()
-                ),
-            });
-        }
-    }
+    crate::volumes::check_sources(spec)?;
     if let Some(linux) = spec.linux() {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
             if let Some(path) = ns.path() {

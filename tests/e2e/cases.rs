@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,7 @@ pub const ALL: &[(&str, Case)] = &[
         "seccomp_profiles_confine_the_container",
         seccomp_profiles_confine_the_container,
     ),
+    ("volumes_are_shared_read_only_where_asked", volumes_are_shared_read_only_where_asked),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -988,6 +990,47 @@ fn seccomp_profiles_confine_the_container(env: &Env) -> Result<(), String> {
             stdout(&o),
             stderr(&o)
         ));
+    }
+    Ok(())
+}
+
+/// `ctr run --mount type=bind,...`: a host directory and a host file reach
+/// the container; writes come back to the host; a read-only volume cannot
+/// be written.
+fn volumes_are_shared_read_only_where_asked(env: &Env) -> Result<(), String> {
+    let rw = env.path("volume-rw");
+    let ro = env.path("volume-ro");
+    let file = env.path("volume-file");
+    for d in [&rw, &ro] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(rw.join("hello"), "from-host\n").map_err(|e| e.to_string())?;
+    std::fs::write(ro.join("keep"), "kept\n").map_err(|e| e.to_string())?;
+    std::fs::write(&file, "a-file\n").map_err(|e| e.to_string())?;
+    let mount = |src: &Path, dst: &str, opts: &str| {
+        format!("type=bind,src={},dst={dst},options={opts}", src.display())
+    };
+    let mut cmd = env.ctr();
+    cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME])
+        .args(["--mount", &mount(&rw, "/rw", "rbind:rw")])
+        .args(["--mount", &mount(&ro, "/ro", "rbind:ro")])
+        .args(["--mount", &mount(&file, "/etc/motd", "bind:ro")])
+        .args([crate::env::IMAGE, &env.unique("volumes")])
+        .args([
+            "sh",
+            "-c",
+            "cat /rw/hello /ro/keep /etc/motd; echo from-guest > /rw/new; \
+             echo x > /ro/new || echo ro-refused",
+        ]);
+    let o = run(&mut cmd)?;
+    expect_success(&o)?;
+    let want = "from-host\nkept\na-file\nro-refused\n";
+    if stdout(&o) != want {
+        return Err(format!("stdout {:?}, want {want:?}; {}", stdout(&o), stderr(&o)));
+    }
+    let back = std::fs::read_to_string(rw.join("new")).unwrap_or_default();
+    if back != "from-guest\n" || ro.join("new").exists() {
+        return Err(format!("host sees rw/new {back:?}, ro/new {}", ro.join("new").exists()));
     }
     Ok(())
 }

@@ -209,6 +209,8 @@ impl HullShim {
         let mounts = HostMounts {
             bundle_rootfs: bundle_rootfs.clone(),
             shared_rootfs: rootfs::shared_rootfs(&paths.shared, &req.id),
+            shared: paths.shared.clone(),
+            container_id: req.id.clone(),
         };
         let result = self
             .boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec)
@@ -272,10 +274,11 @@ impl HullShim {
         cfg: &HullConfig,
         req: &api::CreateTaskRequest,
         bundle_rootfs: &Path,
-        guest_spec: oci_spec::runtime::Spec,
+        mut guest_spec: oci_spec::runtime::Spec,
     ) -> Result<(Sandbox, ProcessStdio), ShimError> {
         let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
         rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
+        crate::volumes::share(&mut guest_spec, &paths.shared, &req.id)?;
         let sandbox = Sandbox::boot(cfg, &self.0.id, &self.0.log).await?;
         let created = async {
             sandbox.create_container(&req.id, guest_spec).await?;
