@@ -112,6 +112,10 @@ pub struct HullConfig {
     /// Where per-sandbox state (sockets, console log, shared dir) lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Configuration keys that a task's `io.hull.config.<key>` annotations
+    /// may override (see `annotations`); empty: none.
+    #[serde(default)]
+    pub annotation_allowlist: Vec<String>,
     #[serde(skip)]
     pub source: PathBuf,
 }

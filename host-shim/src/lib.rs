@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod annotations;
 pub mod config;
 pub mod errors;
 pub mod guest_log;

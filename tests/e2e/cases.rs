@@ -61,7 +61,14 @@ pub const ALL: &[(&str, Case)] = &[
         "seccomp_profiles_confine_the_container",
         seccomp_profiles_confine_the_container,
     ),
-    ("volumes_are_shared_read_only_where_asked", volumes_are_shared_read_only_where_asked),
+    (
+        "volumes_are_shared_read_only_where_asked",
+        volumes_are_shared_read_only_where_asked,
+    ),
+    (
+        "annotations_change_only_allowlisted_keys",
+        annotations_change_only_allowlisted_keys,
+    ),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -1026,11 +1033,59 @@ fn volumes_are_shared_read_only_where_asked(env: &Env) -> Result<(), String> {
     expect_success(&o)?;
     let want = "from-host\nkept\na-file\nro-refused\n";
     if stdout(&o) != want {
-        return Err(format!("stdout {:?}, want {want:?}; {}", stdout(&o), stderr(&o)));
+        return Err(format!(
+            "stdout {:?}, want {want:?}; {}",
+            stdout(&o),
+            stderr(&o)
+        ));
     }
     let back = std::fs::read_to_string(rw.join("new")).unwrap_or_default();
     if back != "from-guest\n" || ro.join("new").exists() {
-        return Err(format!("host sees rw/new {back:?}, ro/new {}", ro.join("new").exists()));
+        return Err(format!(
+            "host sees rw/new {back:?}, ro/new {}",
+            ro.join("new").exists()
+        ));
+    }
+    Ok(())
+}
+
+/// `io.hull.config.<key>` annotations: refused (by name) unless the
+/// configuration's allowlist has the key; applied when it does.
+fn annotations_change_only_allowlisted_keys(env: &Env) -> Result<(), String> {
+    let attempt = |name: &str, annotation: &str| -> Result<std::process::Output, String> {
+        let mut cmd = env.ctr();
+        cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME])
+            .args(["--annotation", annotation])
+            .args([crate::env::IMAGE, &env.unique(name), "true"]);
+        let o = run(&mut cmd);
+        let _ = run(env.ctr().args(["container", "delete", &env.unique(name)]));
+        o
+    };
+    let memory = "io.hull.config.hypervisor.memory_mib=768";
+    let o = attempt("annot-denied", memory)?;
+    if o.status.success() || !stderr(&o).contains("annotation_allowlist") {
+        return Err(format!("an annotation off the allowlist: {}", stderr(&o)));
+    }
+    let o = attempt("annot-unknown", "io.hull.config.hypervisor.path=/bin/sh")?;
+    if o.status.success() || !stderr(&o).contains("unknown Hull annotation") {
+        return Err(format!("an unknown Hull annotation: {}", stderr(&o)));
+    }
+    let allowing = env.good_config().replace(
+        "annotation_allowlist = []",
+        "annotation_allowlist = [\"hypervisor.memory_mib\"]",
+    );
+    if allowing == env.good_config() {
+        return Err("test bug: annotation_allowlist = [] not in the configuration".into());
+    }
+    env.write_config(&allowing)?;
+    let mem = guest_mem_total_kb(env, "annot-applied", &["--annotation", memory]);
+    env.restore_config()?;
+    let mem = mem?;
+    // 512 MiB configured, 768 MiB asked for.
+    if mem < 600 * 1024 {
+        return Err(format!(
+            "MemTotal {mem} kB: the allowed annotation was not applied"
+        ));
     }
     Ok(())
 }

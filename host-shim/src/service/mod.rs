@@ -191,7 +191,8 @@ impl HullShim {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::Unimplemented("restoring from a checkpoint"));
         }
-        let cfg = crate::options::config_for_task(req.options.as_ref(), Path::new(&req.bundle))?;
+        let mut cfg =
+            crate::options::config_for_task(req.options.as_ref(), Path::new(&req.bundle))?;
         let mut guest_spec = oci_spec::runtime::Spec::load(
             Path::new(&req.bundle).join("config.json"),
         )
@@ -200,6 +201,10 @@ impl HullShim {
             reason: e.to_string(),
         })?;
         // Refused before anything is mounted or started.
+        let annotations = guest_spec.annotations().clone().unwrap_or_default();
+        for change in crate::annotations::apply(&mut cfg, &annotations)? {
+            slog::info!(self.0.log, "configuration changed by annotation"; "change" => change);
+        }
         for dropped in crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)? {
             slog::warn!(self.0.log, "not applied in the guest, which runs no host LSM policy"; "label" => dropped);
         }
