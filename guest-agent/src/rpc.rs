@@ -141,7 +141,7 @@ fn console_io(created: &mut Created, terminal: bool) -> Result<ProcessIo, AgentE
 impl Service {
     async fn create_container(&self, req: agent::CreateContainerRequest) -> Result<(), AgentError> {
         check_id("container_id", &req.container_id)?;
-        let spec = parse_spec(&req)?;
+        let spec = self.resolve_container_namespaces(parse_spec(&req)?)?;
         let rootfs = spec
             .root()
             .as_ref()
@@ -192,6 +192,52 @@ impl Service {
         self.0.registry.insert(reservation, container);
         slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
         Ok(())
+    }
+
+    /// Namespace paths that name another container
+    /// (`protocols::CONTAINER_NS_PREFIX`) become that container's init's
+    /// namespaces: how a pod's containers share its sandbox's.
+    fn resolve_container_namespaces(&self, mut spec: Spec) -> Result<Spec, AgentError> {
+        const NAMES: [&str; 8] = ["net", "ipc", "uts", "pid", "mnt", "user", "cgroup", "time"];
+        let Some(mut linux) = spec.linux().clone() else {
+            return Ok(spec);
+        };
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        for ns in namespaces.iter_mut() {
+            let Some(rest) = ns
+                .path()
+                .as_ref()
+                .and_then(|p| p.to_str())
+                .and_then(|p| p.strip_prefix(protocols::CONTAINER_NS_PREFIX))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let (id, name) = rest
+                .split_once("/ns/")
+                .filter(|(_, name)| NAMES.contains(name))
+                .ok_or_else(|| {
+                    AgentError::invalid(
+                        "linux.namespaces",
+                        format!("{rest:?} is not <container>/ns/<namespace>"),
+                    )
+                })?;
+            let owner = self.0.registry.get(id)?;
+            if owner.init.exit_code().is_some() {
+                return Err(AgentError::WrongState {
+                    id: id.to_string(),
+                    state: "stopped",
+                    action: "share its namespaces",
+                });
+            }
+            ns.set_path(Some(PathBuf::from(format!(
+                "/proc/{}/ns/{name}",
+                owner.init.pid
+            ))));
+        }
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        Ok(spec)
     }
 
     /// Starts a process in a running container (created and started at

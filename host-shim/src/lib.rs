@@ -11,6 +11,7 @@ pub mod io;
 pub mod logging;
 pub mod metrics;
 pub mod options;
+pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;

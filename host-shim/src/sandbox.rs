@@ -202,11 +202,17 @@ impl Sandbox {
     }
 }
 
-/// The bundle's spec as the guest must see it: the root is the shared
-/// directory's copy. Host paths the guest cannot reach are refused, not
-/// silently dropped.
-pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<Vec<String>, ShimError> {
-    let notes = drop_host_lsm_labels(spec);
+/// Rewrites the bundle's spec for the guest: the rootfs in the shared
+/// directory, host LSM labels dropped, and namespace paths (host paths,
+/// which a VM cannot join) refused, or for a pod container turned into
+/// the sandbox container's namespaces in the guest. Returns notes for the
+/// log about what was left out.
+pub fn prepare_guest_spec(
+    spec: &mut Spec,
+    container_id: &str,
+    role: &crate::pod::Role,
+) -> Result<Vec<String>, ShimError> {
+    let mut notes = drop_host_lsm_labels(spec);
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(
         Path::new(GUEST_SHARED_DIR)
@@ -215,20 +221,52 @@ pub fn prepare_guest_spec(spec: &mut Spec, container_id: &str) -> Result<Vec<Str
     );
     spec.set_root(Some(root));
     crate::volumes::check_sources(spec)?;
-    if let Some(linux) = spec.linux() {
-        for ns in linux.namespaces().as_deref().unwrap_or_default() {
-            if let Some(path) = ns.path() {
-                return Err(ShimError::Invalid {
-                    what: "linux.namespaces",
-                    reason: format!(
-                        "{:?} namespace path {path:?} is a host namespace, which a VM cannot join",
-                        ns.typ()
-                    ),
-                });
+    if let Some(mut linux) = spec.linux().clone() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        for ns in namespaces.iter_mut() {
+            if let Some(note) = guest_namespace(ns, role)? {
+                notes.push(note);
             }
         }
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
     }
     Ok(notes)
+}
+
+/// What a namespace with a host path becomes in the guest.
+fn guest_namespace(
+    ns: &mut oci_spec::runtime::LinuxNamespace,
+    role: &crate::pod::Role,
+) -> Result<Option<String>, ShimError> {
+    use crate::pod::Role;
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let Some(path) = ns.path().clone() else {
+        return Ok(None);
+    };
+    let shared_in_pod = matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid);
+    match role {
+        Role::Member { sandbox_id } if shared_in_pod => {
+            ns.set_path(Some(crate::pod::guest_ns_path(sandbox_id, ns.typ()).into()));
+            Ok(None)
+        }
+        // The pod's network namespace on the host (CNI's) cannot be
+        // entered from the VM; the pod gets its own in the guest, which
+        // pod networking connects to the host's (issue 6).
+        Role::Sandbox if ns.typ() == T::Network => {
+            ns.set_path(None);
+            Ok(Some(format!(
+                "host network namespace {path:?}: the pod gets a network namespace of its own in the guest"
+            )))
+        }
+        _ => Err(ShimError::Invalid {
+            what: "linux.namespaces",
+            reason: format!(
+                "{:?} namespace path {path:?} is a host namespace, which a VM cannot join",
+                ns.typ()
+            ),
+        }),
+    }
 }
 
 /// AppArmor profiles and SELinux labels name policies loaded in the host's
@@ -293,7 +331,7 @@ mod tests {
     fn guest_spec_root_points_into_shared_dir() {
         let mut spec = Spec::default();
         spec.set_mounts(Some(vec![]));
-        prepare_guest_spec(&mut spec, "c1").unwrap();
+        prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone).unwrap();
         assert_eq!(
             spec.root().as_ref().unwrap().path(),
             Path::new("/run/hull/shared/c1/rootfs")
@@ -307,9 +345,52 @@ mod tests {
         if let Some(p) = spec.process_mut() {
             p.set_apparmor_profile(Some("cri-containerd.apparmor.d".into()));
         }
-        let notes = prepare_guest_spec(&mut spec, "c1").unwrap();
+        let notes = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone).unwrap();
         assert_eq!(notes, ["apparmor profile \"cri-containerd.apparmor.d\""]);
         assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
+    }
+
+    #[test]
+    fn a_pod_container_joins_the_sandbox_namespaces_in_the_guest() {
+        use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType as T};
+        let ns = |t, path: Option<&str>| {
+            let b = LinuxNamespaceBuilder::default().typ(t);
+            match path {
+                Some(p) => b.path(p).build().unwrap(),
+                None => b.build().unwrap(),
+            }
+        };
+        let mut spec = Spec::default();
+        spec.set_mounts(Some(vec![]));
+        if let Some(l) = spec.linux_mut() {
+            l.set_namespaces(Some(vec![
+                ns(T::Network, Some("/proc/42/ns/net")),
+                ns(T::Uts, Some("/proc/42/ns/uts")),
+                ns(T::Mount, None),
+            ]));
+        }
+        let role = crate::pod::Role::Member {
+            sandbox_id: "pod1".into(),
+        };
+        prepare_guest_spec(&mut spec, "c1", &role).unwrap();
+        let got: Vec<_> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.path().as_ref().map(|p| p.display().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Some("/run/hull/containers/pod1/ns/net".to_string()),
+                Some("/run/hull/containers/pod1/ns/uts".to_string()),
+                None
+            ]
+        );
     }
 
     #[test]
@@ -323,7 +404,9 @@ mod tests {
         if let Some(l) = spec.linux_mut() {
             l.set_namespaces(Some(vec![ns]));
         }
-        let err = prepare_guest_spec(&mut spec, "c1").unwrap_err().to_string();
+        let err = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/var/run/netns/cni-1"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::errors::ShimError;
 use crate::io::{ProcessStdio, StdioPaths};
+use crate::sandbox::HostMounts;
 
 #[derive(Debug, Clone)]
 pub struct ExitInfo {
@@ -119,6 +120,8 @@ pub struct Task {
     pub pid: u32,
     pub init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
+    /// Its rootfs and volumes on the host, undone at delete.
+    mounts: Mutex<Option<HostMounts>>,
 }
 
 impl Task {
@@ -129,6 +132,27 @@ impl Task {
             pid,
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
+            mounts: Mutex::new(None),
+        }
+    }
+
+    pub fn set_mounts(&self, m: HostMounts) {
+        *self.mounts.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+
+    /// Unmounts the task's rootfs and volumes on the host. Idempotent.
+    pub fn undo_mounts(&self) {
+        if let Some(m) = self.mounts.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            m.undo();
+        }
+    }
+
+    /// Releases the stdio copies of the init and every exec.
+    pub async fn release_stdio(&self) {
+        for proc in std::iter::once(self.init.clone()).chain(self.execs()) {
+            if let Some(stdio) = proc.stdio.lock().await.take() {
+                stdio.release();
+            }
         }
     }
 

@@ -33,3 +33,8 @@ pub const LOG_PORT: u32 = 1026;
 pub const READY_PORT: u32 = 1027;
 /// The line the agent sends on [`READY_PORT`].
 pub const READY_LINE: &str = "READY\n";
+/// Namespace paths under this prefix name another container's namespaces
+/// in the guest: `<prefix><container id>/ns/<net|ipc|uts|pid|...>`. The
+/// agent resolves them to that container's init, which is how the
+/// containers of a pod share the sandbox container's namespaces.
+pub const CONTAINER_NS_PREFIX: &str = "/run/hull/containers/";

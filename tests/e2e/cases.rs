@@ -69,6 +69,7 @@ pub const ALL: &[(&str, Case)] = &[
         "annotations_change_only_allowlisted_keys",
         annotations_change_only_allowlisted_keys,
     ),
+    ("pod_containers_share_one_vm", pod_containers_share_one_vm),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -1085,6 +1086,80 @@ fn annotations_change_only_allowlisted_keys(env: &Env) -> Result<(), String> {
     if mem < 600 * 1024 {
         return Err(format!(
             "MemTotal {mem} kB: the allowed annotation was not applied"
+        ));
+    }
+    Ok(())
+}
+
+/// The namespaces a process of `task` is in, as `readlink` shows them.
+fn namespaces_of(task: &Detached, exec_id: &str) -> Result<Vec<String>, String> {
+    let o = run(&mut task.exec(
+        exec_id,
+        &[],
+        // busybox readlink takes one file at a time.
+        &[
+            "sh",
+            "-c",
+            "for n in net ipc uts mnt; do readlink /proc/self/ns/$n; done",
+        ],
+    ))?;
+    expect_success(&o)?;
+    Ok(stdout(&o).lines().map(str::to_string).collect())
+}
+
+/// CRI's pod annotations (given here through ctr): the sandbox container
+/// boots the VM, a pod container joins it (one QEMU) and shares its
+/// network, IPC and UTS namespaces but not its mounts, and deleting the
+/// pod container leaves the sandbox running.
+fn pod_containers_share_one_vm(env: &Env) -> Result<(), String> {
+    let pod = env.unique("pod");
+    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let sandbox = Detached::start_with(
+        env,
+        "pod",
+        &[
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+            "--annotation",
+            &sandbox_id,
+        ],
+        &["sleep", "1000"],
+    )?;
+    // CRI hands a pod container the sandbox's namespaces as host paths.
+    let app = Detached::start_with(
+        env,
+        "podapp",
+        &[
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            &sandbox_id,
+            "--with-ns",
+            "network:/proc/1/ns/net",
+            "--with-ns",
+            "ipc:/proc/1/ns/ipc",
+            "--with-ns",
+            "uts:/proc/1/ns/uts",
+        ],
+        &["sleep", "1000"],
+    )?;
+    let qemus = Env::processes_with(&env.state_dir.display().to_string())
+        .iter()
+        .filter(|p| p.contains("qemu-system"))
+        .count();
+    if qemus != 1 {
+        return Err(format!("{qemus} QEMU processes for one pod"));
+    }
+    let (s, a) = (namespaces_of(&sandbox, "ns1")?, namespaces_of(&app, "ns2")?);
+    if s.len() != 4 || s[..3] != a[..3] || s[3] == a[3] {
+        return Err(format!("sandbox namespaces {s:?}, pod container's {a:?}"));
+    }
+    drop(app);
+    wait_status(env, &pod, "RUNNING")?;
+    let after = namespaces_of(&sandbox, "ns3")?;
+    if after != s {
+        return Err(format!(
+            "the sandbox changed after its pod container left: {after:?}"
         ));
     }
     Ok(())

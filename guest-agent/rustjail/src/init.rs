@@ -125,7 +125,13 @@ fn create(
     *stage = "namespaces";
     let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     namespaces::enter(&plan)?;
-    report_pid(channel, plan.creates(LinuxNamespaceType::Pid), stage)?;
+    // Joining a pid namespace, like creating one, applies to children.
+    let joins_pid = plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid);
+    report_pid(
+        channel,
+        plan.creates(LinuxNamespaceType::Pid) || joins_pid,
+        stage,
+    )?;
 
     *stage = "wait for cgroup";
     expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;

@@ -2,16 +2,16 @@
 //! checks its request, calls the sandbox or task, publishes its event, and
 //! maps errors to the right ttrpc code.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::api::Status;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::event::Event;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskStart};
+use containerd_shim::protos::events::task::TaskStart;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Flags, StartOpts};
 use protobuf::MessageField;
@@ -19,14 +19,16 @@ use protocols::agent;
 
 use crate::config::HullConfig;
 use crate::errors::ShimError;
-use crate::io::{ProcessStdio, StdioPaths};
+use crate::io::StdioPaths;
+use crate::pod::Role;
 use crate::rootfs;
-use crate::sandbox::{HostMounts, Sandbox};
-use crate::task::{Proc, Task};
+use crate::sandbox::Sandbox;
+use crate::task::Task;
 use crate::vm::VmPaths;
 
 mod control;
 mod exec;
+mod lifecycle;
 mod task_api;
 mod watch;
 
@@ -40,8 +42,8 @@ struct Inner {
     exit: Arc<ExitSignal>,
     publisher: Option<RemotePublisher>,
     sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
-    task: Mutex<Option<Arc<Task>>>,
-    mounts: Mutex<Option<HostMounts>>,
+    /// The tasks of this shim: one, or the containers of a pod.
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
 }
 
 impl Inner {
@@ -59,8 +61,7 @@ impl Inner {
             exit,
             publisher,
             sandbox: tokio::sync::Mutex::new(None),
-            task: Mutex::new(None),
-            mounts: Mutex::new(None),
+            tasks: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -93,7 +94,10 @@ impl Shim for HullShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        let grouping = opts.id.clone();
+        // A pod's containers share the sandbox container's shim (and VM):
+        // for them `spawn` finds that shim's socket and answers with it.
+        let bundle = std::env::current_dir().unwrap_or_default();
+        let grouping = Role::of_bundle(&bundle).grouping(&opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // In the bundle, as runc's shim does: containerd 1.6 reads it to
         // reconnect to the shim after a restart, and the shim crate to
@@ -111,10 +115,17 @@ impl Shim for HullShim {
     /// state. Idempotent; runs on every teardown.
     async fn delete_shim(&mut self) -> Result<api::DeleteResponse, containerd_shim::Error> {
         let bundle = std::env::current_dir().unwrap_or_default();
-        let paths = VmPaths::new(&state_dir_for_cleanup(&bundle), &self.0.id);
+        let role = Role::of_bundle(&bundle);
+        // A pod container's mounts live in its pod's VM directory, which
+        // stays for the pod's other containers.
+        let vm_id = role.grouping(&self.0.id);
+        let paths = VmPaths::new(&state_dir_for_cleanup(&bundle), &vm_id);
+        crate::volumes::unshare_all(&paths.shared, &self.0.id);
         rootfs::unmount_all(&rootfs::shared_rootfs(&paths.shared, &self.0.id));
         rootfs::unmount_all(&bundle.join("rootfs"));
-        let _ = crate::vm::remove_state_dir(&paths.dir);
+        if !matches!(role, Role::Member { .. }) {
+            let _ = crate::vm::remove_state_dir(&paths.dir);
+        }
         Ok(api::DeleteResponse {
             exit_status: 137,
             exited_at: MessageField::some(crate::task::now()),
@@ -155,14 +166,14 @@ impl HullShim {
         }
     }
 
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Task>>> {
+        self.0.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn task(&self, id: &str) -> Result<Arc<Task>, ShimError> {
-        let t = self
-            .0
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        t.filter(|t| t.id == id)
+        self.tasks()
+            .get(id)
+            .cloned()
             .ok_or_else(|| ShimError::NotFound(format!("task {id:?}")))
     }
 
@@ -173,137 +184,6 @@ impl HullShim {
             .await
             .clone()
             .ok_or_else(|| ShimError::NotFound("sandbox".into()))
-    }
-
-    async fn create(
-        &self,
-        req: api::CreateTaskRequest,
-    ) -> Result<api::CreateTaskResponse, ShimError> {
-        if self
-            .0
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            return Err(ShimError::AlreadyExists(format!("task {:?}", req.id)));
-        }
-        if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unimplemented("restoring from a checkpoint"));
-        }
-        let mut cfg =
-            crate::options::config_for_task(req.options.as_ref(), Path::new(&req.bundle))?;
-        let mut guest_spec = oci_spec::runtime::Spec::load(
-            Path::new(&req.bundle).join("config.json"),
-        )
-        .map_err(|e| ShimError::Invalid {
-            what: "bundle config.json",
-            reason: e.to_string(),
-        })?;
-        // Refused before anything is mounted or started.
-        let annotations = guest_spec.annotations().clone().unwrap_or_default();
-        for change in crate::annotations::apply(&mut cfg, &annotations)? {
-            slog::info!(self.0.log, "configuration changed by annotation"; "change" => change);
-        }
-        for dropped in crate::sandbox::prepare_guest_spec(&mut guest_spec, &req.id)? {
-            slog::warn!(self.0.log, "not applied in the guest, which runs no host LSM policy"; "label" => dropped);
-        }
-
-        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
-        let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
-        let mounts = HostMounts {
-            bundle_rootfs: bundle_rootfs.clone(),
-            shared_rootfs: rootfs::shared_rootfs(&paths.shared, &req.id),
-            shared: paths.shared.clone(),
-            container_id: req.id.clone(),
-        };
-        let result = self
-            .boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec)
-            .await;
-        match result {
-            Ok((sandbox, stdio)) => {
-                let pid = sandbox.vm.lock().await.qemu_pid();
-                let stdio_paths = stdio_paths(&req);
-                *self.0.mounts.lock().unwrap_or_else(|e| e.into_inner()) = Some(mounts);
-                let sandbox = Arc::new(sandbox);
-                *self.0.sandbox.lock().await = Some(sandbox.clone());
-                let task = Arc::new(Task::new(
-                    req.id.clone(),
-                    req.bundle.clone(),
-                    pid,
-                    Proc::new(req.id.clone(), stdio_paths, Some(stdio)),
-                ));
-                *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
-                // Watched from creation: a created task can be killed too.
-                tokio::spawn(self.clone().forward_oom_events(sandbox.clone()));
-                tokio::spawn(sandbox.clone().monitor_health(
-                    Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
-                    cfg.timeouts.health_failures.max(1),
-                    self.0.log.clone(),
-                ));
-                tokio::spawn(
-                    self.clone()
-                        .watch_exit(task.clone(), task.init.clone(), sandbox),
-                );
-                self.publish(TaskCreate {
-                    container_id: req.id.clone(),
-                    bundle: req.bundle.clone(),
-                    rootfs: req.rootfs.clone(),
-                    io: MessageField::some(containerd_shim::protos::events::task::TaskIO {
-                        stdin: req.stdin.clone(),
-                        stdout: req.stdout.clone(),
-                        stderr: req.stderr.clone(),
-                        terminal: req.terminal,
-                        ..Default::default()
-                    }),
-                    pid,
-                    ..Default::default()
-                })
-                .await;
-                Ok(api::CreateTaskResponse {
-                    pid,
-                    ..Default::default()
-                })
-            }
-            Err(e) => {
-                slog::error!(self.0.log, "create failed"; "error" => %e);
-                mounts.undo();
-                let _ = crate::vm::remove_state_dir(&paths.dir);
-                Err(e)
-            }
-        }
-    }
-
-    async fn boot_and_create(
-        &self,
-        cfg: &HullConfig,
-        req: &api::CreateTaskRequest,
-        bundle_rootfs: &Path,
-        mut guest_spec: oci_spec::runtime::Spec,
-    ) -> Result<(Sandbox, ProcessStdio), ShimError> {
-        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
-        rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
-        crate::volumes::share(&mut guest_spec, &paths.shared, &req.id)?;
-        let sandbox = Sandbox::boot(cfg, &self.0.id, &self.0.log).await?;
-        let created = async {
-            sandbox.create_container(&req.id, guest_spec).await?;
-            ProcessStdio::attach(
-                &sandbox.paths.vsock,
-                &req.id,
-                &req.id,
-                &stdio_paths(req),
-                &self.0.log,
-            )
-            .await
-        }
-        .await;
-        match created {
-            Ok(stdio) => Ok((sandbox, stdio)),
-            Err(e) => {
-                sandbox.shutdown().await;
-                Err(e)
-            }
-        }
     }
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse, ShimError> {
@@ -341,82 +221,6 @@ impl HullShim {
             pid: task.pid,
             ..Default::default()
         })
-    }
-
-    async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse, ShimError> {
-        if !req.exec_id.is_empty() {
-            return self.delete_exec(req).await;
-        }
-        let task = self.task(&req.id)?;
-        if matches!(task.init.status(), Status::RUNNING | Status::PAUSED) {
-            return Err(ShimError::FailedPrecondition(format!(
-                "task {:?} is {:?}; kill it first",
-                req.id,
-                task.init.status()
-            )));
-        }
-        self.teardown(&task).await;
-        let exit = task.init.exit().unwrap_or_else(|| task.init.set_exit(137));
-        *self.0.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.publish(TaskDelete {
-            container_id: req.id.clone(),
-            id: req.id.clone(),
-            pid: task.pid,
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at.clone()),
-            ..Default::default()
-        })
-        .await;
-        Ok(api::DeleteResponse {
-            pid: task.pid,
-            exit_status: exit.status,
-            exited_at: MessageField::some(exit.at),
-            ..Default::default()
-        })
-    }
-
-    /// Ends the task's VM and removes everything it had on the host, in an
-    /// order where nothing can reach into a still-mounted rootfs: container,
-    /// VM and helpers, stdio, mounts, and last the state directory.
-    async fn teardown(&self, task: &Task) {
-        let sandbox = self.0.sandbox.lock().await.take();
-        if let Some(sandbox) = &sandbox {
-            if task.init.status() == Status::CREATED && sandbox.died.borrow().is_none() {
-                let rm = agent::RemoveContainerRequest {
-                    container_id: task.id.clone(),
-                    timeout: 10,
-                    ..Default::default()
-                };
-                if let Err(e) = sandbox
-                    .agent
-                    .agent
-                    .remove_container(sandbox.agent.ctx(), &rm)
-                    .await
-                {
-                    slog::warn!(self.0.log, "RemoveContainer failed"; "error" => %e);
-                }
-            }
-            sandbox.shutdown().await;
-        }
-        for proc in std::iter::once(task.init.clone()).chain(task.execs()) {
-            if let Some(stdio) = proc.stdio.lock().await.take() {
-                stdio.release();
-            }
-        }
-        if let Some(m) = self
-            .0
-            .mounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            m.undo();
-        }
-        if let Some(sandbox) = &sandbox {
-            if let Err(e) = crate::vm::remove_state_dir(&sandbox.paths.dir) {
-                slog::error!(self.0.log, "state directory left behind"; "error" => %e);
-            }
-        }
     }
 
     async fn kill(&self, req: api::KillRequest) -> Result<(), ShimError> {

@@ -177,13 +177,7 @@ impl TaskApi for HullShim {
         slog::debug!(self.0.log, "task rpc"; "rpc" => "shutdown");
         // containerd calls Shutdown after every Delete; with a task still
         // present the shim stays (as runc's does).
-        if self
-            .0
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.tasks().is_empty() {
             self.0.exit.signal();
         }
         Ok(api::Empty::new())

@@ -1,0 +1,316 @@
+//! Create and Delete: a task's VM (or its place in its pod's VM), its
+//! rootfs and volumes on the host, and their removal in a safe order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_shim::api;
+use containerd_shim::api::Status;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO};
+use protobuf::MessageField;
+use protocols::agent;
+
+use super::{stdio_paths, HullShim};
+use crate::config::HullConfig;
+use crate::errors::ShimError;
+use crate::io::ProcessStdio;
+use crate::pod::Role;
+use crate::rootfs;
+use crate::sandbox::{HostMounts, Sandbox};
+use crate::task::{Proc, Task};
+use crate::vm::VmPaths;
+
+/// What Create has built so far, for the task's record.
+struct Built {
+    sandbox: Arc<Sandbox>,
+    stdio: ProcessStdio,
+    /// Whether this create booted the VM (then its watchers start too).
+    booted: bool,
+}
+
+impl HullShim {
+    pub(super) async fn create(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse, ShimError> {
+        if self.tasks().contains_key(&req.id) {
+            return Err(ShimError::AlreadyExists(format!("task {:?}", req.id)));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented("restoring from a checkpoint"));
+        }
+        let (cfg, guest_spec, role) = self.load_task(&req)?;
+        let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
+        // A pod container's share lives in its pod's VM directory.
+        let shared = VmPaths::new(&cfg.state_dir, &self.0.id).shared;
+        let mounts = HostMounts {
+            bundle_rootfs: bundle_rootfs.clone(),
+            shared_rootfs: rootfs::shared_rootfs(&shared, &req.id),
+            shared,
+            container_id: req.id.clone(),
+        };
+        let built = match &role {
+            Role::Member { sandbox_id } => {
+                self.join_pod(&req, &bundle_rootfs, guest_spec, sandbox_id)
+                    .await
+            }
+            _ => {
+                self.boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec)
+                    .await
+            }
+        };
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                slog::error!(self.0.log, "create failed"; "error" => %e);
+                mounts.undo();
+                if !matches!(role, Role::Member { .. }) {
+                    let _ =
+                        crate::vm::remove_state_dir(&VmPaths::new(&cfg.state_dir, &self.0.id).dir);
+                }
+                return Err(e);
+            }
+        };
+        let pid = built.sandbox.vm.lock().await.qemu_pid();
+        let task = Arc::new(Task::new(
+            req.id.clone(),
+            req.bundle.clone(),
+            pid,
+            Proc::new(req.id.clone(), stdio_paths(&req), Some(built.stdio)),
+        ));
+        task.set_mounts(mounts);
+        self.tasks().insert(req.id.clone(), task.clone());
+        if built.booted {
+            tokio::spawn(self.clone().forward_oom_events(built.sandbox.clone()));
+            tokio::spawn(built.sandbox.clone().monitor_health(
+                Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
+                cfg.timeouts.health_failures.max(1),
+                self.0.log.clone(),
+            ));
+        }
+        // Watched from creation: a created task can be killed too.
+        tokio::spawn(
+            self.clone()
+                .watch_exit(task.clone(), task.init.clone(), built.sandbox),
+        );
+        self.publish(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            pid,
+            ..Default::default()
+        })
+        .await;
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// The task's configuration (with its annotations applied), its spec
+    /// rewritten for the guest, and its place in a pod. Everything here is
+    /// refused before anything is mounted or started.
+    fn load_task(
+        &self,
+        req: &api::CreateTaskRequest,
+    ) -> Result<(HullConfig, oci_spec::runtime::Spec, Role), ShimError> {
+        let bundle = Path::new(&req.bundle);
+        let mut cfg = crate::options::config_for_task(req.options.as_ref(), bundle)?;
+        let mut spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+            ShimError::Invalid {
+                what: "bundle config.json",
+                reason: e.to_string(),
+            }
+        })?;
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let role = Role::of(&annotations)?;
+        for change in crate::annotations::apply(&mut cfg, &annotations)? {
+            slog::info!(self.0.log, "configuration changed by annotation"; "change" => change);
+        }
+        for note in crate::sandbox::prepare_guest_spec(&mut spec, &req.id, &role)? {
+            slog::warn!(self.0.log, "not carried into the guest"; "what" => note);
+        }
+        Ok((cfg, spec, role))
+    }
+
+    async fn boot_and_create(
+        &self,
+        cfg: &HullConfig,
+        req: &api::CreateTaskRequest,
+        bundle_rootfs: &Path,
+        mut guest_spec: oci_spec::runtime::Spec,
+    ) -> Result<Built, ShimError> {
+        if self.0.sandbox.lock().await.is_some() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "shim {:?} already runs a VM; {:?} is not a container of its pod",
+                self.0.id, req.id
+            )));
+        }
+        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
+        rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
+        crate::volumes::share(&mut guest_spec, &paths.shared, &req.id)?;
+        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log).await?);
+        match self.create_in(&sandbox, req, guest_spec).await {
+            Ok(stdio) => {
+                *self.0.sandbox.lock().await = Some(sandbox.clone());
+                Ok(Built {
+                    sandbox,
+                    stdio,
+                    booted: true,
+                })
+            }
+            Err(e) => {
+                sandbox.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A pod container: into the VM its sandbox container booted.
+    async fn join_pod(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle_rootfs: &Path,
+        mut guest_spec: oci_spec::runtime::Spec,
+        sandbox_id: &str,
+    ) -> Result<Built, ShimError> {
+        let not_here = || {
+            ShimError::FailedPrecondition(format!(
+                "pod sandbox {sandbox_id:?} is not running in this shim ({:?})",
+                self.0.id
+            ))
+        };
+        if sandbox_id != self.0.id {
+            return Err(not_here());
+        }
+        let sandbox = self.0.sandbox.lock().await.clone().ok_or_else(not_here)?;
+        if let Some(why) = sandbox.died.borrow().clone() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "pod sandbox {sandbox_id:?}: its VM died ({why})"
+            )));
+        }
+        rootfs::share(bundle_rootfs, &sandbox.paths.shared, &req.id)?;
+        crate::volumes::share(&mut guest_spec, &sandbox.paths.shared, &req.id)?;
+        let stdio = self.create_in(&sandbox, req, guest_spec).await?;
+        Ok(Built {
+            sandbox,
+            stdio,
+            booted: false,
+        })
+    }
+
+    /// Creates the container in the guest and connects its stdio; a
+    /// container whose stdio cannot be connected is removed again.
+    async fn create_in(
+        &self,
+        sandbox: &Sandbox,
+        req: &api::CreateTaskRequest,
+        guest_spec: oci_spec::runtime::Spec,
+    ) -> Result<ProcessStdio, ShimError> {
+        sandbox.create_container(&req.id, guest_spec).await?;
+        let stdio = ProcessStdio::attach(
+            &sandbox.paths.vsock,
+            &req.id,
+            &req.id,
+            &stdio_paths(req),
+            &self.0.log,
+        )
+        .await;
+        if stdio.is_err() {
+            remove_container(sandbox, &req.id, &self.0.log).await;
+        }
+        stdio
+    }
+
+    pub(super) async fn delete(
+        &self,
+        req: api::DeleteRequest,
+    ) -> Result<api::DeleteResponse, ShimError> {
+        if !req.exec_id.is_empty() {
+            return self.delete_exec(req).await;
+        }
+        let task = self.task(&req.id)?;
+        if matches!(task.init.status(), Status::RUNNING | Status::PAUSED) {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} is {:?}; kill it first",
+                req.id,
+                task.init.status()
+            )));
+        }
+        if task.id == self.0.id {
+            // The VM's own task (alone, or a pod's sandbox container).
+            self.teardown().await;
+        } else {
+            self.remove_pod_container(&task).await;
+        }
+        let exit = task.init.exit().unwrap_or_else(|| task.init.set_exit(137));
+        self.tasks().remove(&req.id);
+        self.publish(TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: task.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at.clone()),
+            ..Default::default()
+        })
+        .await;
+        Ok(api::DeleteResponse {
+            pid: task.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+    }
+
+    /// One container of a pod: out of the guest and off the host; the VM
+    /// stays for the others.
+    async fn remove_pod_container(&self, task: &Task) {
+        if let Some(sandbox) = self.0.sandbox.lock().await.clone() {
+            if sandbox.died.borrow().is_none() {
+                remove_container(&sandbox, &task.id, &self.0.log).await;
+            }
+        }
+        task.release_stdio().await;
+        task.undo_mounts();
+    }
+
+    /// Ends the VM and removes everything its tasks had on the host, in an
+    /// order where nothing can reach into a still-mounted rootfs: VM and
+    /// helpers, stdio, mounts, and last the state directory.
+    async fn teardown(&self) {
+        let sandbox = self.0.sandbox.lock().await.take();
+        if let Some(sandbox) = &sandbox {
+            sandbox.shutdown().await;
+        }
+        let tasks: Vec<Arc<Task>> = self.tasks().values().cloned().collect();
+        for task in tasks {
+            task.release_stdio().await;
+            task.undo_mounts();
+        }
+        if let Some(sandbox) = &sandbox {
+            if let Err(e) = crate::vm::remove_state_dir(&sandbox.paths.dir) {
+                slog::error!(self.0.log, "state directory left behind"; "error" => %e);
+            }
+        }
+    }
+}
+
+async fn remove_container(sandbox: &Sandbox, id: &str, log: &slog::Logger) {
+    let rm = agent::RemoveContainerRequest {
+        container_id: id.into(),
+        timeout: 10,
+        ..Default::default()
+    };
+    let a = &sandbox.agent;
+    if let Err(e) = a.agent.remove_container(a.ctx(), &rm).await {
+        slog::warn!(log, "RemoveContainer failed"; "container" => id, "error" => %e);
+    }
+}
