@@ -95,6 +95,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::string_map as annotations;
 
     fn config(allow: &[&str]) -> HullConfig {
         let mut cfg: HullConfig =
@@ -102,13 +103,6 @@ mod tests {
         cfg.annotation_allowlist = allow.iter().map(|s| s.to_string()).collect();
         cfg.source = "/etc/hull/configuration.toml".into();
         cfg
-    }
-
-    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

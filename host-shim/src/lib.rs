@@ -32,3 +32,17 @@ pub fn shim_config() -> containerd_shim::Config {
         no_sub_reaper: true,
     }
 }
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::collections::HashMap;
+
+    /// Annotations (or any string map) from pairs.
+    pub fn string_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

@@ -90,13 +90,7 @@ pub fn guest_ns_path(container_id: &str, typ: LinuxNamespaceType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_util::string_map as annotations;
 
     #[test]
     fn roles_from_containerd_and_cri_o_annotations() {
