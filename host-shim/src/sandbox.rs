@@ -221,6 +221,7 @@ pub fn prepare_guest_spec(
     );
     spec.set_root(Some(root));
     crate::volumes::check_sources(spec)?;
+    refuse_hooks(spec)?;
     if let Some(mut linux) = spec.linux().clone() {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         for ns in namespaces.iter_mut() {
@@ -232,6 +233,45 @@ pub fn prepare_guest_spec(
         spec.set_linux(Some(linux));
     }
     Ok(notes)
+}
+
+/// OCI hooks are host programs run at points of the container's life;
+/// Hull does not run them yet, and a spec that has them is refused, naming
+/// them, rather than started without them.
+fn refuse_hooks(spec: &Spec) -> Result<(), ShimError> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(());
+    };
+    #[allow(deprecated)]
+    let kinds = [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ];
+    let present: Vec<String> = kinds
+        .iter()
+        .filter_map(|(kind, list)| {
+            let list = list.as_deref().filter(|l| !l.is_empty())?;
+            let paths: Vec<_> = list
+                .iter()
+                .map(|h| h.path().display().to_string())
+                .collect();
+            Some(format!("{kind}: {}", paths.join(", ")))
+        })
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    Err(ShimError::Invalid {
+        what: "hooks",
+        reason: format!(
+            "OCI hooks are not run by Hull yet, so the container is not started without them ({})",
+            present.join("; ")
+        ),
+    })
 }
 
 /// What a namespace with a host path becomes in the guest.
@@ -391,6 +431,19 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn hooks_are_refused_by_kind_and_path() {
+        let mut spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"mounts":[],
+            "hooks":{"poststop":[{"path":"/usr/bin/cleanup"}]}}"#,
+        )
+        .unwrap();
+        let err = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poststop: /usr/bin/cleanup"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub const ALL: &[(&str, Case)] = &[
         annotations_change_only_allowlisted_keys,
     ),
     ("pod_containers_share_one_vm", pod_containers_share_one_vm),
+    ("hooks_are_refused_by_name", hooks_are_refused_by_name),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
@@ -1161,6 +1162,31 @@ fn pod_containers_share_one_vm(env: &Env) -> Result<(), String> {
         return Err(format!(
             "the sandbox changed after its pod container left: {after:?}"
         ));
+    }
+    Ok(())
+}
+
+/// A spec with OCI hooks (which Hull does not run yet) fails at create,
+/// naming them, instead of starting without them.
+fn hooks_are_refused_by_name(env: &Env) -> Result<(), String> {
+    let spec = run(env.ctr().args(["oci", "spec"]))?;
+    expect_success(&spec)?;
+    let with_hook = stdout(&spec).replacen(
+        '{',
+        r#"{"hooks":{"poststop":[{"path":"/usr/local/bin/cleanup-hook"}]},"#,
+        1,
+    );
+    let file = env.path("hook-spec.json");
+    std::fs::write(&file, with_hook).map_err(|e| e.to_string())?;
+    let id = env.unique("hooks");
+    let mut cmd = env.ctr();
+    cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME, "--config"])
+        .arg(&file)
+        .arg(&id);
+    let o = run(&mut cmd)?;
+    let _ = run(env.ctr().args(["container", "delete", &id]));
+    if o.status.success() || !stderr(&o).contains("poststop: /usr/local/bin/cleanup-hook") {
+        return Err(format!("a spec with hooks: {:?} {}", o.status, stderr(&o)));
     }
     Ok(())
 }
