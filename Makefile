@@ -10,7 +10,7 @@ GUEST := build/guest
 all: image build
 
 build:
-	$(CARGO) build --release -p containerd-shim-hull-v2 -p hull-image
+	$(CARGO) build --release -p containerd-shim-hull-v2 -p hull-image -p hull-tools
 
 # The agent is PID 1 of a bare initrd: statically linked. Naming --target
 # keeps build scripts and proc macros out of the static flags.

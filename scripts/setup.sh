@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 make install
+# Says which accelerator Hull will use and why, and fails naming anything missing.
+/usr/local/bin/hull-check
 bash scripts/demo.sh

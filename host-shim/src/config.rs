@@ -188,25 +188,40 @@ impl HullConfig {
 
     /// Checks that every file the VM needs is there, naming the config key
     /// of the first one that is not.
-    pub fn check_files(&self) -> Result<(), ConfigError> {
-        self.must_exist("hypervisor", "hypervisor.path", &self.hypervisor.path)?;
-        self.must_exist("guest kernel", "hypervisor.kernel", &self.hypervisor.kernel)?;
-        self.must_exist(
-            "guest image (initrd)",
-            "hypervisor.initrd",
-            &self.hypervisor.initrd,
-        )?;
-        self.must_exist(
-            "vsock helper",
-            "vsock.vhost_device_vsock",
-            &self.vsock.vhost_device_vsock,
-        )?;
+    /// The files the configuration names that must exist: (what, key, path).
+    pub fn required_files(&self) -> Vec<(&'static str, &'static str, &Path)> {
+        let mut files = vec![
+            (
+                "hypervisor",
+                "hypervisor.path",
+                self.hypervisor.path.as_path(),
+            ),
+            ("guest kernel", "hypervisor.kernel", &self.hypervisor.kernel),
+            (
+                "guest image (initrd)",
+                "hypervisor.initrd",
+                &self.hypervisor.initrd,
+            ),
+            (
+                "vsock helper",
+                "vsock.vhost_device_vsock",
+                &self.vsock.vhost_device_vsock,
+            ),
+        ];
         if self.shared_fs.kind == SharedFs::VirtioFs {
-            self.must_exist(
+            files.push((
                 "virtio-fs daemon",
                 "shared_fs.virtiofsd",
                 &self.shared_fs.virtiofsd,
-            )?;
+            ));
+        }
+        files
+    }
+
+    /// The first required file that is missing, named with its key.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        for (what, key, path) in self.required_files() {
+            self.must_exist(what, key, path)?;
         }
         Ok(())
     }
