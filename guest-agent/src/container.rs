@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use rustjail::cgroups::ContainerCgroup;
 use rustjail::container::Created;
 use tokio::sync::watch;
 
@@ -115,22 +116,38 @@ impl Container {
         self.execs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves `exec_id` for a new process in this running container.
-    pub fn reserve_exec(self: &Arc<Self>, exec_id: &str) -> Result<ExecSlot, AgentError> {
-        if self.is_pending_start() {
-            return Err(AgentError::WrongState {
-                id: self.id.clone(),
-                state: "created but not started",
-                action: "exec into it",
-            });
-        }
+    /// The container's cgroup.
+    pub fn cgroup(&self) -> ContainerCgroup {
+        ContainerCgroup::load(&self.cgroup_path)
+    }
+
+    /// Refuses `action` once the container's init has exited.
+    pub fn require_alive(&self, action: &'static str) -> Result<(), AgentError> {
         if self.init.exit_code().is_some() {
             return Err(AgentError::WrongState {
                 id: self.id.clone(),
                 state: "stopped",
-                action: "exec into it",
+                action,
             });
         }
+        Ok(())
+    }
+
+    /// Refuses `action` unless the container is started and alive.
+    pub fn require_running(&self, action: &'static str) -> Result<(), AgentError> {
+        if self.is_pending_start() {
+            return Err(AgentError::WrongState {
+                id: self.id.clone(),
+                state: "created but not started",
+                action,
+            });
+        }
+        self.require_alive(action)
+    }
+
+    /// Reserves `exec_id` for a new process in this running container.
+    pub fn reserve_exec(self: &Arc<Self>, exec_id: &str) -> Result<ExecSlot, AgentError> {
+        self.require_running("exec into it")?;
         let mut map = self.exec_map();
         if exec_id == self.init.exec_id || map.contains_key(exec_id) {
             return Err(AgentError::ExecExists {
@@ -155,7 +172,7 @@ impl Container {
         self.exec_map().remove(exec_id);
     }
 
-    pub fn is_pending_start(&self) -> bool {
+    fn is_pending_start(&self) -> bool {
         self.pending_start
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -171,7 +188,7 @@ impl Container {
 
     /// Every pid in the container's cgroup.
     pub fn pids(&self) -> Vec<u32> {
-        rustjail::cgroups::ContainerCgroup::load(&self.cgroup_path).pids()
+        self.cgroup().pids()
     }
 }
 

@@ -123,19 +123,33 @@ fn init_command() -> InitCommand {
 /// /dev/null until it makes its console (see [`console_io`]).
 fn process_stdio(
     process: &oci_spec::runtime::Process,
-) -> Result<(Option<ProcessIo>, InitStdio, bool), AgentError> {
+) -> Result<(Option<ProcessIo>, InitStdio), AgentError> {
     if process.terminal().unwrap_or(false) {
-        return Ok((None, ProcessIo::null_stdio()?, true));
+        return Ok((None, ProcessIo::null_stdio()?));
     }
     let (io, stdio) = ProcessIo::pipes()?;
-    Ok((Some(io), stdio, false))
+    Ok((Some(io), stdio))
 }
 
-fn console_io(created: &mut Created, terminal: bool) -> Result<ProcessIo, AgentError> {
-    let master = created.console.take().filter(|_| terminal).ok_or_else(|| {
+/// The process's stdio: its pipes, or else the console its init made.
+fn process_io(pipes: Option<ProcessIo>, created: &mut Created) -> Result<ProcessIo, AgentError> {
+    if let Some(io) = pipes {
+        return Ok(io);
+    }
+    let master = created.console.take().ok_or_else(|| {
         AgentError::sys("container console")(std::io::Error::other("the init sent no console"))
     })?;
     ProcessIo::console(master)
+}
+
+/// Runs blocking work (rustjail, cgroup files) off the async workers.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AgentError::sys(what)(std::io::Error::other(e)))
 }
 
 impl Service {
@@ -157,7 +171,7 @@ impl Service {
         for s in &req.storages {
             undo.push(storage::mount(s)?);
         }
-        let (pipes, stdio, terminal) = process_stdio(&spec.process().clone().unwrap_or_default())?;
+        let (pipes, stdio) = process_stdio(&spec.process().clone().unwrap_or_default())?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let config = InitConfig {
             container_id: req.container_id.clone(),
@@ -165,14 +179,11 @@ impl Service {
             rootfs,
         };
         let cmd = init_command();
-        let mut created =
-            tokio::task::spawn_blocking(move || rustjail::container::create(&cmd, config, stdio))
-                .await
-                .map_err(|e| AgentError::sys("create task")(std::io::Error::other(e)))??;
-        let io = match pipes {
-            Some(io) => io,
-            None => console_io(&mut created, terminal)?,
-        };
+        let mut created = blocking("create task", move || {
+            rustjail::container::create(&cmd, config, stdio)
+        })
+        .await??;
+        let io = process_io(pipes, &mut created)?;
         let pid = created.pid.as_raw();
         let exec_id = if req.exec_id.is_empty() {
             req.container_id.clone()
@@ -223,13 +234,7 @@ impl Service {
                     )
                 })?;
             let owner = self.0.registry.get(id)?;
-            if owner.init.exit_code().is_some() {
-                return Err(AgentError::WrongState {
-                    id: id.to_string(),
-                    state: "stopped",
-                    action: "share its namespaces",
-                });
-            }
+            owner.require_alive("share its namespaces")?;
             ns.set_path(Some(PathBuf::from(format!(
                 "/proc/{}/ns/{name}",
                 owner.init.pid
@@ -248,7 +253,7 @@ impl Service {
         let process = parse_process(&req)?;
         let c = self.0.registry.get(&req.container_id)?;
         let slot = c.reserve_exec(&req.exec_id)?;
-        let (io, stdio, terminal) = process_stdio(&process)?;
+        let (pipes, stdio) = process_stdio(&process)?;
         let config = ExecConfig {
             container_id: req.container_id.clone(),
             init_pid: c.init.pid,
@@ -257,20 +262,14 @@ impl Service {
         };
         let cgroup = c.cgroup_path.clone();
         let cmd = init_command();
-        let mut created = tokio::task::spawn_blocking(move || {
+        let mut created = blocking("exec task", move || {
             rustjail::container::exec(&cmd, config, &cgroup, stdio)
         })
-        .await
-        .map_err(|e| AgentError::sys("exec task")(std::io::Error::other(e)))??;
-        let io = match io {
-            Some(io) => io,
-            None => console_io(&mut created, terminal)?,
-        };
+        .await??;
+        let io = process_io(pipes, &mut created)?;
         let pid = created.pid.as_raw();
         // The reaper keeps an early exit until it is watched.
-        tokio::task::spawn_blocking(move || created.start())
-            .await
-            .map_err(|e| AgentError::sys("start exec task")(std::io::Error::other(e)))??;
+        blocking("start exec task", move || created.start()).await??;
         let p = Process::new(req.exec_id.clone(), pid, self.0.reaper.watch(pid), io);
         slot.fill(Arc::new(p));
         slog::info!(self.0.log, "process started"; "container" => &req.container_id, "exec" => &req.exec_id, "pid" => pid);
@@ -279,8 +278,7 @@ impl Service {
 
     /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
     fn watch_oom(&self, c: &Container) {
-        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
-        let Some(dir) = cg.v2_dir() else {
+        let Some(dir) = c.cgroup().v2_dir() else {
             slog::warn!(self.0.log, "cgroup v1: OOM events are not reported"; "container" => &c.id);
             return;
         };
@@ -296,9 +294,7 @@ impl Service {
             state: "already started",
             action: "start",
         })?;
-        tokio::task::spawn_blocking(move || created.start())
-            .await
-            .map_err(|e| AgentError::sys("start task")(std::io::Error::other(e)))??;
+        blocking("start task", move || created.start()).await??;
         slog::info!(self.0.log, "container started"; "container" => id);
         Ok(())
     }
@@ -329,7 +325,7 @@ impl Service {
         // A paused container must still die on SIGKILL (as with runc): the
         // signal is pending in its frozen processes until it is thawed.
         if sig == Signal::SIGKILL {
-            let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+            let cg = c.cgroup();
             if cg.is_frozen() {
                 cg.thaw().map_err(|e| AgentError::Container(e.into()))?;
             }
@@ -342,24 +338,10 @@ impl Service {
     async fn set_paused(&self, id: &str, pause: bool) -> Result<(), AgentError> {
         let c = self.0.registry.get(id)?;
         let action = if pause { "pause" } else { "resume" };
-        if c.is_pending_start() {
-            return Err(AgentError::WrongState {
-                id: id.to_string(),
-                state: "created but not started",
-                action,
-            });
-        }
-        if c.init.exit_code().is_some() {
-            return Err(AgentError::WrongState {
-                id: id.to_string(),
-                state: "stopped",
-                action,
-            });
-        }
-        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
-        tokio::task::spawn_blocking(move || if pause { cg.freeze() } else { cg.thaw() })
-            .await
-            .map_err(|e| AgentError::sys(action)(std::io::Error::other(e)))?
+        c.require_running(action)?;
+        let cg = c.cgroup();
+        blocking(action, move || if pause { cg.freeze() } else { cg.thaw() })
+            .await?
             .map_err(|e| AgentError::Container(e.into()))?;
         slog::info!(self.0.log, "container {}d", action; "container" => id);
         Ok(())
@@ -374,7 +356,7 @@ impl Service {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         // Frozen processes die only once thawed.
-        let _ = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path).thaw();
+        let _ = c.cgroup().thaw();
         let wait = c.init.wait();
         if timeout == 0 {
             wait.await;
@@ -434,7 +416,7 @@ impl Service {
 /// A cgroup can be removed only once the kernel has emptied it, which lags
 /// the init's exit a little.
 async fn remove_cgroup(c: &Container) {
-    let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
+    let cg = c.cgroup();
     for _ in 0..50 {
         if cg.destroy().is_ok() {
             return;
@@ -494,18 +476,10 @@ impl agent_ttrpc::AgentService for Service {
     ) -> RpcResult<Empty> {
         let resources = parse_resources(&req)?;
         let c = self.0.registry.get(&req.container_id)?;
-        if c.init.exit_code().is_some() {
-            return Err(AgentError::WrongState {
-                id: req.container_id.clone(),
-                state: "stopped",
-                action: "update",
-            }
-            .into());
-        }
-        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
-        tokio::task::spawn_blocking(move || cg.update(&resources))
-            .await
-            .map_err(|e| AgentError::sys("update task")(std::io::Error::other(e)))?
+        c.require_alive("update")?;
+        let cg = c.cgroup();
+        blocking("update task", move || cg.update(&resources))
+            .await?
             .map_err(|e| AgentError::Container(e.into()))?;
         slog::info!(self.0.log, "container resources updated"; "container" => &req.container_id);
         Ok(Empty::new())
@@ -531,11 +505,9 @@ impl agent_ttrpc::AgentService for Service {
         req: agent::StatsContainerRequest,
     ) -> RpcResult<agent::StatsContainerResponse> {
         let c = self.0.registry.get(&req.container_id)?;
-        let cg = rustjail::cgroups::ContainerCgroup::load(&c.cgroup_path);
-        // Reading cgroup files can block; never on an async worker.
-        let stats = tokio::task::spawn_blocking(move || cg.stats())
-            .await
-            .map_err(|e| AgentError::sys("stats task")(std::io::Error::other(e)))?
+        let cg = c.cgroup();
+        let stats = blocking("stats task", move || cg.stats())
+            .await?
             .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
         Ok(agent::StatsContainerResponse {
             cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
