@@ -175,8 +175,15 @@ impl Env {
 
     /// `ctr run --rm --runtime hull IMAGE id args...`
     pub fn run_cmd(&self, id: &str, args: &[&str]) -> Command {
+        self.run_with(id, &[], args)
+    }
+
+    /// `ctr run --rm --runtime hull OPTIONS... IMAGE id args...`
+    pub fn run_with(&self, id: &str, options: &[&str], args: &[&str]) -> Command {
         let mut c = self.ctr();
-        c.args(["run", "--rm", "--runtime", RUNTIME, IMAGE, id])
+        c.args(["run", "--rm", "--runtime", RUNTIME])
+            .args(options)
+            .args([IMAGE, id])
             .args(args);
         c
     }

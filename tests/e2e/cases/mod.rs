@@ -1,0 +1,273 @@
+//! The cases: each drives `ctr` and checks what a runc user would see.
+//! This module holds the list and the helpers the case modules share.
+
+mod config;
+mod failure;
+mod inside;
+mod run;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use self::{config::*, failure::*, inside::*, run::*};
+use crate::env::{run, Env, CMD_TIMEOUT};
+
+type Case = fn(&Env) -> Result<(), String>;
+
+pub const ALL: &[(&str, Case)] = &[
+    ("runs_in_its_own_vm", runs_in_its_own_vm),
+    ("exit_code_propagates", exit_code_propagates),
+    (
+        "stdout_and_stderr_are_separate",
+        stdout_and_stderr_are_separate,
+    ),
+    ("stdin_reaches_the_container", stdin_reaches_the_container),
+    (
+        "large_binary_output_is_byte_exact",
+        large_binary_output_is_byte_exact,
+    ),
+    ("terminal_is_a_real_tty", terminal_is_a_real_tty),
+    ("kill_delivers_signals", kill_delivers_signals),
+    (
+        "two_containers_run_in_two_vms",
+        two_containers_run_in_two_vms,
+    ),
+    (
+        "exec_joins_the_running_container",
+        exec_joins_the_running_container,
+    ),
+    ("exec_with_a_terminal", exec_with_a_terminal),
+    (
+        "pause_freezes_and_resume_thaws",
+        pause_freezes_and_resume_thaws,
+    ),
+    (
+        "metrics_come_from_the_guest_cgroup",
+        metrics_come_from_the_guest_cgroup,
+    ),
+    ("oom_kill_is_published", oom_kill_is_published),
+    (
+        "task_errors_carry_the_right_code",
+        task_errors_carry_the_right_code,
+    ),
+    (
+        "task_survives_a_containerd_restart",
+        task_survives_a_containerd_restart,
+    ),
+    (
+        "runtime_config_path_chooses_the_configuration",
+        runtime_config_path_chooses_the_configuration,
+    ),
+    ("hung_guest_is_declared_dead", hung_guest_is_declared_dead),
+    (
+        "seccomp_profiles_confine_the_container",
+        seccomp_profiles_confine_the_container,
+    ),
+    (
+        "volumes_are_shared_read_only_where_asked",
+        volumes_are_shared_read_only_where_asked,
+    ),
+    (
+        "annotations_change_only_allowlisted_keys",
+        annotations_change_only_allowlisted_keys,
+    ),
+    ("pod_containers_share_one_vm", pod_containers_share_one_vm),
+    ("hooks_are_refused_by_name", hooks_are_refused_by_name),
+    ("missing_kernel_is_named", missing_kernel_is_named),
+    ("missing_helper_is_named", missing_helper_is_named),
+    ("bad_command_fails_cleanly", bad_command_fails_cleanly),
+    (
+        "dead_vm_or_helper_ends_the_task",
+        dead_vm_or_helper_ends_the_task,
+    ),
+];
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn expect_success(o: &std::process::Output) -> Result<(), String> {
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ctr failed ({}): {}", o.status, stderr(o)))
+    }
+}
+
+fn wait_running(env: &Env, id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let o = run(env.ctr().args(["task", "ls"]))?;
+        if stdout(&o)
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("RUNNING"))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("task {id} never reached RUNNING"))
+}
+
+/// Reads the child's stdout until a line equal to `want` (within
+/// `CMD_TIMEOUT`); the rest of its stdout is drained in the background.
+fn wait_for_line(child: &mut std::process::Child, want: &str) -> Result<(), String> {
+    wait_for_line_where(child, want, CMD_TIMEOUT, |l| l == want)
+}
+
+/// Reads the child's stdout until a line satisfies `is` (within `limit`).
+fn wait_for_line_where(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: Duration,
+    is: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let stdout = child.stdout.take().ok_or("stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if is(&line) => return Ok(()),
+            Ok(line) => seen.push(line),
+            Err(e) => return Err(format!("no {what:?} line ({e}); saw {seen:#?}")),
+        }
+    }
+}
+
+/// `ctr run --rm ... sleep 1000` in the background, once RUNNING.
+fn run_sleeping(env: &Env, id: &str) -> Result<std::process::Child, String> {
+    let child = env
+        .run_cmd(id, &["sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_running(env, id)?;
+    Ok(child)
+}
+
+/// The pid of the task's QEMU or helper whose command line names `what`.
+fn vm_process(env: &Env, id: &str, what: &str) -> Result<String, String> {
+    let dir = env.state_dir.join(id).display().to_string();
+    Env::processes_with(&dir)
+        .into_iter()
+        .find(|p| p.contains(what))
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .ok_or(format!("no {what} process for {id}"))
+}
+
+/// A task started with `ctr run -d`, killed and deleted when dropped.
+struct Detached<'a> {
+    env: &'a Env,
+    id: String,
+}
+
+impl<'a> Detached<'a> {
+    fn start(env: &'a Env, name: &str, args: &[&str]) -> Result<Self, String> {
+        Detached::start_with(env, name, &[], args)
+    }
+
+    /// Like `start`, with extra `ctr run` options.
+    fn start_with(
+        env: &'a Env,
+        name: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Result<Self, String> {
+        let id = env.unique(name);
+        let mut cmd = env.ctr();
+        cmd.args(["run", "-d", "--runtime", crate::env::RUNTIME])
+            .args(options)
+            .args([crate::env::IMAGE, &id])
+            .args(args);
+        let o = run(&mut cmd)?;
+        let task = Detached { env, id };
+        expect_success(&o)?;
+        wait_running(env, &task.id)?;
+        Ok(task)
+    }
+
+    /// `ctr task exec --exec-id EXEC [extra] ID args...`
+    fn exec(&self, exec_id: &str, extra: &[&str], args: &[&str]) -> Command {
+        let mut c = self.env.ctr();
+        c.args(["task", "exec", "--exec-id", exec_id])
+            .args(extra)
+            .arg(&self.id)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let ctr = |args: &[&str]| {
+            let _ = run(self.env.ctr().args(args).arg(&self.id));
+        };
+        ctr(&["task", "kill", "-s", "KILL"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let o = run(self.env.ctr().args(["task", "ls"]));
+            let running = o.map(|o| {
+                stdout(&o)
+                    .lines()
+                    .any(|l| l.starts_with(&self.id) && !l.contains("STOPPED"))
+            });
+            if !running.unwrap_or(false) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ctr(&["task", "delete"]);
+        ctr(&["container", "delete"]);
+    }
+}
+
+fn task_status(env: &Env, id: &str) -> Result<String, String> {
+    let o = run(env.ctr().args(["task", "ls"]))?;
+    Ok(stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("absent")
+        .to_string())
+}
+
+fn wait_status(env: &Env, id: &str, want: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = task_status(env, id)?;
+        if now == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("task {id} is {now}, never {want}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn guest_mem_total_kb(env: &Env, id: &str, options: &[&str]) -> Result<u64, String> {
+    let o = run(&mut env.run_with(
+        &env.unique(id),
+        options,
+        &["grep", "MemTotal", "/proc/meminfo"],
+    ))?;
+    expect_success(&o)?;
+    stdout(&o)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no MemTotal in {:?}", stdout(&o)))
+}
