@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds a busybox OCI image archive from Debian's busybox-static, with no
 # registry. Deterministic: same busybox binary, same archive bytes.
-# usage: busybox-image.sh OUT.tar [IMAGE_NAME]
+# usage: busybox-image.sh OUT.tar [IMAGE_NAME [CMD_JSON]]
+# e.g. the pods' pause image: busybox-image.sh pause.tar docker.io/hull/pause:latest '["sleep","2147483647"]'
 set -euo pipefail
 out=$1
 name=${2:-docker.io/hull/busybox:latest}
+cmd=${3:-'["sh"]'}
 bb=/bin/busybox
 [ -x "$bb" ] || { echo "busybox-image: $bb missing (apt-get install busybox-static)" >&2; exit 1; }
 
@@ -27,8 +29,8 @@ layer_digest=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
 layer_size=$(stat -c %s "$work/layer.tar")
 mv "$work/layer.tar" "$blobs/$layer_digest"
 
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-  "$layer_digest" > "$work/config.json"
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+  "$cmd" "$layer_digest" > "$work/config.json"
 config_digest=$(sha256sum "$work/config.json" | cut -d' ' -f1)
 config_size=$(stat -c %s "$work/config.json")
 mv "$work/config.json" "$blobs/$config_digest"

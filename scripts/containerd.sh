@@ -27,11 +27,37 @@ state = "$dir/state"
   level = "info"
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
+  sandbox_image = "docker.io/hull/pause:latest"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "$dir/cni"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
   runtime_type = "io.containerd.hull.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 TOML
+  # Pods get a bridge on a private subnet that routes nowhere beyond this
+  # machine (no masquerading).
+  mkdir -p "$dir/cni"
+  cat > "$dir/cni/10-hull.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "hull-pods",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "hull-cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.240.77.0/24"}]],
+        "dataDir": "$dir/cni-ipam"
+      }
+    }
+  ]
+}
+JSON
   nohup containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
   echo $! > "$dir/containerd.pid"
   for _ in $(seq 1 100); do

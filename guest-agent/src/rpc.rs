@@ -70,6 +70,35 @@ fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
     }
 }
 
+/// Whether the container gets a PID namespace of its own (one with no path).
+fn has_own_pid_namespace(spec: &Spec) -> bool {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+    namespaces
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
+}
+
+/// A container sharing a PID namespace does not take its processes with it
+/// when its init exits, and one left holding its stdout would keep the
+/// container's exit from ever being reported. They are killed, as runc's
+/// shim does.
+async fn kill_remnants_after_init(c: Arc<Container>, log: slog::Logger) {
+    c.init.wait().await;
+    let cg = c.cgroup();
+    let pids = cg.pids();
+    if pids.is_empty() {
+        return;
+    }
+    slog::info!(log, "killing what the container's init left"; "container" => &c.id, "processes" => pids.len());
+    for pid in pids {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    if cg.is_frozen() {
+        let _ = cg.thaw();
+    }
+}
+
 fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
     if req.hull_oci_spec_json.is_empty() {
         return Err(AgentError::invalid(
@@ -173,10 +202,12 @@ impl Service {
         }
         let (pipes, stdio) = process_stdio(&spec.process().clone().unwrap_or_default())?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let own_pid_ns = has_own_pid_namespace(&spec);
         let config = InitConfig {
             container_id: req.container_id.clone(),
             spec,
             rootfs,
+            loopback_up: true,
         };
         let cmd = init_command();
         let mut created = blocking("create task", move || {
@@ -200,6 +231,12 @@ impl Service {
             seccomp,
         ));
         self.watch_oom(&container);
+        if !own_pid_ns {
+            tokio::spawn(kill_remnants_after_init(
+                container.clone(),
+                self.0.log.clone(),
+            ));
+        }
         self.0.registry.insert(reservation, container);
         slog::info!(self.0.log, "container created"; "container" => &req.container_id, "pid" => pid);
         Ok(())

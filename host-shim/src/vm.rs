@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -67,7 +68,7 @@ pub struct VmPaths {
 
 impl VmPaths {
     pub fn new(state_dir: &Path, sandbox_id: &str) -> Self {
-        let dir = state_dir.join(sandbox_id);
+        let dir = state_dir.join(vm_dir_name(state_dir, sandbox_id));
         VmPaths {
             vhost_vsock: dir.join("vhost-vsock.sock"),
             vsock: dir.join("vsock.sock"),
@@ -84,6 +85,23 @@ impl VmPaths {
     pub fn helper_log(&self, helper: &str) -> PathBuf {
         self.dir.join(format!("{helper}.log"))
     }
+}
+
+/// The longest socket file name in a VM directory.
+const LONGEST_SOCKET_NAME: usize = "vhost-vsock.sock".len();
+/// `sun_path` holds 108 bytes with the terminating NUL.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// The VM directory is named by the sandbox id, so an operator finds it,
+/// unless its sockets' paths would then not fit a Unix socket address (CRI
+/// ids are 64 characters): then by a digest of the id, the same every time.
+fn vm_dir_name(state_dir: &Path, sandbox_id: &str) -> String {
+    let longest = state_dir.as_os_str().len() + sandbox_id.len() + LONGEST_SOCKET_NAME + 2;
+    if longest <= SOCKET_PATH_MAX {
+        return sandbox_id.to_string();
+    }
+    let digest = sha2::Sha256::digest(sandbox_id.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A running helper or QEMU: its pid, and a receiver that turns into
@@ -497,6 +515,20 @@ mod tests {
             mounts_below(info, Path::new("/run/hull/sb")),
             ["/run/hull/sb/shared/c 1/rootfs"]
         );
+    }
+
+    #[test]
+    fn vm_directory_keeps_every_socket_path_addressable() {
+        let short = VmPaths::new(Path::new("/run/hull"), "demo");
+        assert_eq!(short.dir, Path::new("/run/hull/demo"));
+        let cri_id = "f4c5e8e3c31c656cba693aec5cc98cd6d339175396406026942cc1bdc575a7ff";
+        let state = Path::new("/run/hull-e2e-1351/hull-state");
+        let long = VmPaths::new(state, cri_id);
+        assert_eq!(long.dir, VmPaths::new(state, cri_id).dir, "stable");
+        assert_ne!(long.dir, VmPaths::new(state, &cri_id.replace('f', "e")).dir);
+        for socket in [&long.vhost_vsock, &long.vsock, &long.ready, &long.virtiofs] {
+            assert!(socket.as_os_str().len() <= SOCKET_PATH_MAX, "{socket:?}");
+        }
     }
 
     #[test]

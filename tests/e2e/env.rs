@@ -144,7 +144,29 @@ impl Env {
             run(env.ctr().args(["image", "import"]).arg(&tar))?,
             "import image",
         )?;
+        env.import_cri_images(&tar)?;
         Ok(env)
+    }
+
+    /// The CRI plugin's namespace gets busybox and a pause image (busybox
+    /// sleeping), as no registry is reachable.
+    fn import_cri_images(&self, busybox: &Path) -> Result<(), String> {
+        let pause = self.dir.join("pause.tar");
+        check(
+            run(Command::new("bash")
+                .arg(self.repo.join("scripts/busybox-image.sh"))
+                .arg(&pause)
+                .arg("docker.io/hull/pause:latest")
+                .arg(r#"["sleep","2147483647"]"#))?,
+            "build pause image",
+        )?;
+        for tar in [busybox, &pause] {
+            check(
+                run(self.ctr_in("k8s.io").args(["image", "import"]).arg(tar))?,
+                "import image for CRI",
+            )?;
+        }
+        Ok(())
     }
 
     /// Stops and starts the private containerd; shims (and their VMs) are
@@ -165,10 +187,15 @@ impl Env {
 
     /// `ctr` against the private containerd.
     pub fn ctr(&self) -> Command {
+        self.ctr_in(NAMESPACE)
+    }
+
+    /// `ctr` in another containerd namespace (CRI's is `k8s.io`).
+    pub fn ctr_in(&self, namespace: &str) -> Command {
         let mut c = Command::new("ctr");
         c.arg("--address")
             .arg(&self.sock)
-            .args(["-n", NAMESPACE])
+            .args(["-n", namespace])
             .process_group(0);
         c
     }

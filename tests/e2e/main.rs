@@ -3,6 +3,7 @@
 //! without it. Run with `make e2e` (which installs the current build first).
 
 mod cases;
+mod cri;
 mod env;
 mod shim;
 

@@ -12,6 +12,10 @@ pub struct InitConfig {
     pub spec: Spec,
     /// Absolute path of the root filesystem, already resolved against the bundle.
     pub rootfs: PathBuf,
+    /// Bring up `lo` in a network namespace the container creates (a VM
+    /// has no CNI loopback plugin to do it).
+    #[serde(default)]
+    pub loopback_up: bool,
 }
 
 /// An additional process to start inside a running container: it joins

@@ -45,6 +45,8 @@ pub enum InitError {
     Unsupported(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Loopback(#[from] crate::loopback::LoopbackError),
     #[error("sysctl {key}: {source}")]
     Sysctl {
         key: String,
@@ -143,6 +145,10 @@ fn create(
         })?;
     }
     setsid()?;
+    if config.loopback_up && plan.creates(LinuxNamespaceType::Network) {
+        *stage = "loopback";
+        crate::loopback::bring_up()?;
+    }
     if plan.creates(LinuxNamespaceType::Mount) {
         *stage = "rootfs";
         build_rootfs(&config)?;

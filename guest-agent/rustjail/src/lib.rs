@@ -8,6 +8,7 @@
 //! mounts and rootfs, devices, user, capabilities, and finally `execve`.
 
 pub mod caps;
+pub mod cgroup_mount;
 pub mod cgroups;
 pub mod channel;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod console;
 pub mod container;
 pub mod devices;
 pub mod init;
+pub mod loopback;
 pub mod mounts;
 pub mod namespaces;
 pub mod paths;

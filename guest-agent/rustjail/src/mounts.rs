@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::Mount;
 
+use crate::cgroup_mount;
 use crate::paths::{secure_join, PathError};
 use crate::syscall::{Syscall, SyscallError};
 
@@ -153,6 +154,11 @@ pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBu
                 None,
             )?;
         }
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        // The spec names the kind the host had; the container gets what
+        // this system has (runc does the same).
+        let layout = sys.cgroup_layout()?;
+        cgroup_mount::mount_cgroups(sys, &dest, opts.flags, &layout)?;
     } else {
         let src = source.unwrap_or_else(|| Path::new(typ));
         sys.mount(Some(src), &dest, Some(typ), opts.flags, data.as_deref())?;

@@ -6,6 +6,8 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 
+use crate::cgroup_mount::{layout_from_mountinfo, CgroupLayout};
+
 /// A failed syscall, with what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {target}: {source}")]
@@ -44,6 +46,8 @@ pub trait Syscall {
     fn create_dir_all(&self, path: &Path) -> Result<()>;
     /// Creates an empty file (a bind-mount target) if nothing is at `path`.
     fn create_file(&self, path: &Path) -> Result<()>;
+    /// How this system mounts its cgroups (for `cgroup` mount entries).
+    fn cgroup_layout(&self) -> Result<CgroupLayout>;
 }
 
 /// The real thing.
@@ -109,6 +113,12 @@ impl Syscall for LinuxSyscall {
             .map(drop)
             .map_err(|e| err("create", path, e))
     }
+
+    fn cgroup_layout(&self) -> Result<CgroupLayout> {
+        let path = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(path).map_err(|e| err("read", path, e))?;
+        Ok(layout_from_mountinfo(&text))
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +181,9 @@ pub mod recording {
         }
         fn create_file(&self, path: &Path) -> Result<()> {
             self.push(format!("touch {}", path.display()))
+        }
+        fn cgroup_layout(&self) -> Result<CgroupLayout> {
+            Ok(CgroupLayout::Unified)
         }
     }
 }

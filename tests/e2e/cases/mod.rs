@@ -2,6 +2,7 @@
 //! This module holds the list and the helpers the case modules share.
 
 mod config;
+mod cri;
 mod failure;
 mod inside;
 mod run;
@@ -9,7 +10,7 @@ mod run;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use self::{config::*, failure::*, inside::*, run::*};
+use self::{config::*, cri::*, failure::*, inside::*, run::*};
 use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
@@ -72,6 +73,7 @@ pub const ALL: &[(&str, Case)] = &[
         annotations_change_only_allowlisted_keys,
     ),
     ("pod_containers_share_one_vm", pod_containers_share_one_vm),
+    ("cri_pod_runs_in_one_vm", cri_pod_runs_in_one_vm),
     ("hooks_are_refused_by_name", hooks_are_refused_by_name),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),

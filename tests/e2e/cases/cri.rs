@@ -1,0 +1,138 @@
+//! A Kubernetes pod through containerd's CRI plugin with runtime handler
+//! `hull`: the kubelet's calls, made by a real CRI client.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use k8s_cri::v1::NamespaceMode;
+
+use crate::cri::{container_config, pod_config, Cri};
+
+/// A sandbox and two containers in one VM: they share the pod's network
+/// (talk over localhost) and hostname, one also the pod's PID namespace;
+/// ExecSync returns both streams and the exit code; container logs reach
+/// the CRI log file; stop and remove leave nothing behind.
+pub(super) fn cri_pod_runs_in_one_vm(env: &Env) -> Result<(), String> {
+    let mut cri = Cri::connect(&env.sock)?;
+    let name = env.unique("cri-pod");
+    let log_dir = env.path(&format!("pods/{name}"));
+    let pod = pod_config(&name, &log_dir);
+    let pod_id = cri.run_pod(pod.clone(), "hull")?;
+    let result = pod_body(env, &mut cri, &pod_id, &pod, &name);
+    // The pod goes whatever happened, so a failure does not leak its VM.
+    let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
+    result?;
+    removed?;
+    env.check_no_leaks()
+}
+
+fn pod_body(
+    env: &Env,
+    cri: &mut Cri,
+    pod_id: &str,
+    pod: &k8s_cri::v1::PodSandboxConfig,
+    name: &str,
+) -> Result<(), String> {
+    let vms = pod_vms(env, pod_id);
+    if vms != 1 {
+        return Err(format!("{vms} QEMU processes for the pod's sandbox"));
+    }
+    let server = cri.create_container(
+        pod_id,
+        pod,
+        container_config(
+            "server",
+            NamespaceMode::Pod,
+            &[
+                "sh",
+                "-c",
+                "echo listening; nc -l -p 7777 > /tmp/got; echo got $(cat /tmp/got); sleep 1000",
+            ],
+        ),
+    )?;
+    cri.start_container(&server)?;
+    let client = cri.create_container(
+        pod_id,
+        pod,
+        container_config(
+            "client",
+            NamespaceMode::Container,
+            &[
+                "sh",
+                "-c",
+                "until echo ping | nc 127.0.0.1 7777; do sleep 0.2; done; sleep 1000",
+            ],
+        ),
+    )?;
+    cri.start_container(&client)?;
+    if pod_vms(env, pod_id) != 1 {
+        return Err("the pod's containers started VMs of their own".into());
+    }
+
+    let log = wait_for_log(
+        &env.path(&format!("pods/{name}/server.log")),
+        "stdout F got ping",
+    )?;
+    if !log.contains("stdout F listening") {
+        return Err(format!("server log lacks its first line:\n{log}"));
+    }
+    let out = cri.exec_sync(&client, &["sh", "-c", "echo out; echo err >&2; exit 3"])?;
+    if (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code) != (b"out\n", b"err\n", 3) {
+        return Err(format!("ExecSync returned {out:?}"));
+    }
+    let ps = cri.exec_sync(&server, &["ps", "-o", "args"])?;
+    if !String::from_utf8_lossy(&ps.stdout).contains("sleep 2147483647") {
+        return Err(format!(
+            "the pod's PID namespace does not show its pause process: {ps:?}"
+        ));
+    }
+    let host = cri.exec_sync(&server, &["hostname"])?;
+    if String::from_utf8_lossy(&host.stdout).trim() != name {
+        return Err(format!("hostname in the pod: {host:?}, want {name}"));
+    }
+
+    // The client's sh is PID 1 of its own namespace and ignores SIGTERM, so
+    // the stop timeout ends in SIGKILL; the server's sh shares the pod's
+    // and dies of SIGTERM, leaving its `sleep` to be killed with it.
+    for (id, want) in [(&server, 143), (&client, 137)] {
+        cri.stop_container(id, 2)?;
+        let status = cri.container_status(id)?;
+        if status.exit_code != want {
+            return Err(format!(
+                "container {id} stopped with {}, want {want}",
+                status.exit_code
+            ));
+        }
+        cri.remove_container(id)?;
+    }
+    let state = cri.pod_status(pod_id)?.state;
+    if state != k8s_cri::v1::PodSandboxState::SandboxReady as i32 {
+        return Err(format!(
+            "removing the containers left the pod in state {state}"
+        ));
+    }
+    Ok(())
+}
+
+/// QEMU processes belonging to the pod's sandbox (QEMU is named after it).
+fn pod_vms(env: &Env, pod_id: &str) -> usize {
+    Env::processes_with(&env.state_dir.display().to_string())
+        .iter()
+        .filter(|p| p.contains("qemu-system") && p.contains(&format!("hull-{pod_id}")))
+        .count()
+}
+
+/// Waits until the CRI log file has a line containing `want`.
+fn wait_for_log(path: &std::path::Path, want: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(want) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} never showed {want:?}:\n{text}", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
