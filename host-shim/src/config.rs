@@ -100,6 +100,17 @@ fn default_health_failures() -> u32 {
     3
 }
 
+/// Which of containerd's cgroup metrics types Task Stats answers with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    /// `io.containerd.cgroups.v1.Metrics`.
+    V1,
+    /// `io.containerd.cgroups.v2.Metrics`: the guest's own cgroup v2 view.
+    #[default]
+    V2,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HullConfig {
@@ -116,6 +127,8 @@ pub struct HullConfig {
     /// may override (see `annotations`); empty: none.
     #[serde(default)]
     pub annotation_allowlist: Vec<String>,
+    #[serde(default)]
+    pub metrics: MetricsFormat,
     #[serde(skip)]
     pub source: PathBuf,
 }

@@ -1,9 +1,105 @@
 //! Task Stats: the agent's container statistics as containerd's cgroup
-//! metrics (`io.containerd.cgroups.v1.Metrics`, which ctr and the CRI
-//! plugin decode on either host cgroup version).
+//! metrics, `io.containerd.cgroups.v1.Metrics` or `...v2.Metrics` (ctr and
+//! the CRI plugin decode either, on either host cgroup version).
 
 use containerd_shim::protos::cgroups::metrics as v1;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use protocols::agent;
+
+use crate::config::MetricsFormat;
+
+#[allow(clippy::all, clippy::unwrap_used, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/cgroups_v2/mod.rs"));
+}
+pub use generated::cgroups_v2_metrics as v2;
+
+/// The statistics as the configured metrics type, packed for Task Stats.
+pub fn to_any(s: &agent::StatsContainerResponse, format: MetricsFormat) -> std::io::Result<Any> {
+    let packed = match format {
+        MetricsFormat::V1 => containerd_shim::util::convert_to_any(Box::new(to_v1(s))),
+        MetricsFormat::V2 => containerd_shim::util::convert_to_any(Box::new(to_v2(s))),
+    };
+    packed.map_err(std::io::Error::other)
+}
+
+pub fn to_v2(s: &agent::StatsContainerResponse) -> v2::Metrics {
+    let cg = s.cgroup_stats.as_ref().cloned().unwrap_or_default();
+    let cpu = cg.cpu_stats.as_ref().cloned().unwrap_or_default();
+    let usage = cpu.cpu_usage.as_ref().cloned().unwrap_or_default();
+    let throttle = cpu.throttling_data.as_ref().cloned().unwrap_or_default();
+    let pids = cg.pids_stats.as_ref().cloned().unwrap_or_default();
+    v2::Metrics {
+        pids: Some(v2::PidsStat {
+            current: pids.current,
+            limit: pids.limit,
+            ..Default::default()
+        })
+        .into(),
+        // The agent API counts nanoseconds; cgroup v2 microseconds.
+        cpu: Some(v2::CPUStat {
+            usage_usec: usage.total_usage / 1000,
+            user_usec: usage.usage_in_usermode / 1000,
+            system_usec: usage.usage_in_kernelmode / 1000,
+            nr_periods: throttle.periods,
+            nr_throttled: throttle.throttled_periods,
+            throttled_usec: throttle.throttled_time / 1000,
+            ..Default::default()
+        })
+        .into(),
+        memory: Some(memory_v2(
+            cg.memory_stats.as_ref().cloned().unwrap_or_default(),
+        ))
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// memory.current/max/peak and the memory.stat keys, by their v2 names.
+fn memory_v2(mem: agent::MemoryStats) -> v2::MemoryStat {
+    let stat = |k: &str| mem.stats.get(k).copied().unwrap_or(0);
+    let usage = mem.usage.as_ref().cloned().unwrap_or_default();
+    let swap = mem.swap_usage.as_ref().cloned().unwrap_or_default();
+    v2::MemoryStat {
+        anon: stat("anon"),
+        file: stat("file"),
+        kernel_stack: stat("kernel_stack"),
+        slab: stat("slab"),
+        sock: stat("sock"),
+        shmem: stat("shmem"),
+        file_mapped: stat("file_mapped"),
+        file_dirty: stat("file_dirty"),
+        file_writeback: stat("file_writeback"),
+        anon_thp: stat("anon_thp"),
+        inactive_anon: stat("inactive_anon"),
+        active_anon: stat("active_anon"),
+        inactive_file: stat("inactive_file"),
+        active_file: stat("active_file"),
+        unevictable: stat("unevictable"),
+        slab_reclaimable: stat("slab_reclaimable"),
+        slab_unreclaimable: stat("slab_unreclaimable"),
+        pgfault: stat("pgfault"),
+        pgmajfault: stat("pgmajfault"),
+        workingset_refault: stat("workingset_refault"),
+        workingset_activate: stat("workingset_activate"),
+        workingset_nodereclaim: stat("workingset_nodereclaim"),
+        pgrefill: stat("pgrefill"),
+        pgscan: stat("pgscan"),
+        pgsteal: stat("pgsteal"),
+        pgactivate: stat("pgactivate"),
+        pgdeactivate: stat("pgdeactivate"),
+        pglazyfree: stat("pglazyfree"),
+        pglazyfreed: stat("pglazyfreed"),
+        thp_fault_alloc: stat("thp_fault_alloc"),
+        thp_collapse_alloc: stat("thp_collapse_alloc"),
+        usage: usage.usage,
+        usage_limit: usage.limit,
+        max_usage: usage.max_usage,
+        swap_usage: swap.usage,
+        swap_limit: swap.limit,
+        ..Default::default()
+    }
+}
 
 pub fn to_v1(s: &agent::StatsContainerResponse) -> v1::Metrics {
     let cg = s.cgroup_stats.as_ref().cloned().unwrap_or_default();
@@ -132,5 +228,17 @@ mod tests {
         );
         assert_eq!((m.pids.current, m.pids.limit), (2, 10));
         assert_eq!(m.cpu.usage.total, 0);
+
+        let m = to_v2(&s);
+        assert_eq!(
+            (m.memory.usage, m.memory.max_usage, m.memory.usage_limit),
+            (100, 150, 1000)
+        );
+        assert_eq!((m.memory.anon, m.memory.pgfault), (60, 5));
+        assert_eq!((m.pids.current, m.pids.limit), (2, 10));
+        let any = to_any(&s, MetricsFormat::V2).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        let any = to_any(&s, MetricsFormat::V1).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
     }
 }

@@ -9,7 +9,7 @@ use oci_spec::runtime::Spec;
 use protocols::agent;
 
 use crate::agent::AgentClient;
-use crate::config::{HullConfig, SharedFs};
+use crate::config::{HullConfig, MetricsFormat, SharedFs};
 use crate::errors::ShimError;
 use crate::rootfs;
 use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR, SHARED_TAG};
@@ -20,6 +20,8 @@ pub struct Sandbox {
     pub vm: tokio::sync::Mutex<Vm>,
     pub paths: VmPaths,
     pub died: tokio::sync::watch::Receiver<Option<String>>,
+    /// How Task Stats reports this sandbox's containers.
+    pub metrics: MetricsFormat,
     /// Set when shutdown begins, so long polls on the agent stop.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -102,6 +104,7 @@ impl Sandbox {
             agent,
             paths: vm.paths.clone(),
             died: vm.died.clone(),
+            metrics: cfg.metrics,
             vm: tokio::sync::Mutex::new(vm),
             stopping: tokio::sync::watch::channel(false).0,
         };

@@ -120,9 +120,8 @@ impl HullShim {
             .stats_container(a.ctx(), &req)
             .await
             .map_err(ShimError::agent("StatsContainer"))?;
-        let metrics = crate::metrics::to_v1(&stats);
-        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
-            .map_err(|e| ShimError::io("encode metrics")(std::io::Error::other(e)))?;
+        let any = crate::metrics::to_any(&stats, sandbox.metrics)
+            .map_err(ShimError::io("encode metrics"))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()

@@ -159,14 +159,53 @@ pub(super) fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
     wait_status(env, &task.id, "STOPPED")
 }
 
-/// `ctr task metrics`: the values are the guest cgroup's (the limit given
-/// to `ctr run`, memory the container really holds, its processes), and
-/// Update changes that limit.
+/// containerd's metric names for the limit, usage, processes and CPU time,
+/// in its cgroups v1 and v2 metrics types.
+const METRIC_NAMES: [(&str, [&str; 4]); 2] = [
+    (
+        "v1",
+        [
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "pids.current",
+            "cpuacct.usage",
+        ],
+    ),
+    (
+        "v2",
+        [
+            "memory.usage_limit",
+            "memory.usage",
+            "pids.current",
+            "cpu.usage_usec",
+        ],
+    ),
+];
+
+/// `ctr task metrics`, as either metrics type the configuration chooses:
+/// the values are the guest cgroup's (the limit given to `ctr run`, memory
+/// the container really holds, its processes), and Update changes that
+/// limit.
 pub(super) fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String> {
+    for (format, names) in METRIC_NAMES {
+        env.write_config(
+            &env.good_config()
+                .replace("metrics = \"v2\"", &format!("metrics = \"{format}\"")),
+        )?;
+        let checked = metrics_as(env, format, names);
+        env.restore_config()?;
+        checked?;
+        env.check_no_leaks()?;
+    }
+    Ok(())
+}
+
+fn metrics_as(env: &Env, format: &str, names: [&str; 4]) -> Result<(), String> {
+    let [limit_name, usage_name, pids_name, cpu_name] = names;
     let limit = 96u64 << 20;
     let task = Detached::start_with(
         env,
-        "metrics",
+        &format!("metrics-{format}"),
         &["--memory-limit", &limit.to_string()],
         &[
             "sh",
@@ -187,28 +226,29 @@ pub(super) fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
-    expect_success(&o)?;
-    let table = stdout(&o);
-    let value = |name: &str| -> Result<u64, String> {
+    let metric = |name: &str| -> Result<u64, String> {
+        let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
+        expect_success(&o)?;
+        let table = stdout(&o);
         table
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .ok_or(format!("no {name} in {table}"))
+            .ok_or(format!("{format}: no {name} in {table}"))
     };
-    if value("memory.limit_in_bytes")? != limit {
-        return Err(format!("memory limit is not {limit}: {table}"));
+    if metric(limit_name)? != limit {
+        return Err(format!("{format}: {limit_name} is not {limit}"));
     }
-    if value("memory.usage_in_bytes")? < 16_000_000 {
+    let usage = metric(usage_name)?;
+    if usage < 16_000_000 {
         return Err(format!(
-            "the 16 MB the shell holds are not counted: {table}"
+            "{format}: the 16 MB the shell holds are not counted: {usage}"
         ));
     }
-    if value("pids.current")? != 2 || value("cpuacct.usage")? == 0 {
+    if metric(pids_name)? != 2 || metric(cpu_name)? == 0 {
         return Err(format!(
-            "want 2 processes (sh, sleep) and CPU used: {table}"
+            "{format}: want 2 processes (sh, sleep) and CPU used"
         ));
     }
     // Update (containerd's Task.Update; ctr 1.6 has no command for it)
@@ -219,13 +259,9 @@ pub(super) fn metrics_come_from_the_guest_cgroup(env: &Env) -> Result<(), String
         &task.id,
         &format!(r#"{{"memory":{{"limit":{raised}}}}}"#),
     )?;
-    let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
-    let updated = stdout(&o)
-        .lines()
-        .find(|l| l.starts_with("memory.limit_in_bytes"))
-        .map(|l| l.split_whitespace().nth(1) == Some(&raised.to_string()));
-    if updated != Some(true) {
-        return Err(format!("after update to {raised}: {}", stdout(&o)));
+    let updated = metric(limit_name)?;
+    if updated != raised {
+        return Err(format!("{format}: after update to {raised}: {updated}"));
     }
     Ok(())
 }
