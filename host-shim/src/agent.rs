@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use protocols::{agent_ttrpc::AgentServiceClient, health, health_ttrpc::HealthClient};
 use tokio::sync::watch;
 
-use crate::vsock;
+use crate::vsock::VsockTransport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -37,9 +37,11 @@ fn console_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Accepts connections on the readiness socket until one carries the
-/// agent's `READY` line (anything else is ignored).
-async fn wait_ready(ready: &tokio::net::UnixListener) {
+/// agent's `READY` line (anything else is ignored). Without one (kernel
+/// vsock), connecting is simply retried.
+async fn wait_ready(ready: Option<&tokio::net::UnixListener>) {
     use tokio::io::AsyncReadExt;
+    let Some(ready) = ready else { return };
     loop {
         let Ok((mut conn, _)) = ready.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -64,12 +66,13 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// Waits for the agent to announce it is serving on `ready`, then
+    /// Waits for the agent to announce it is serving on `ready` (when the
+    /// transport has one), then
     /// connects, retrying until it answers a health check, the VM dies, or
     /// `deadline` passes.
     pub async fn connect(
-        vsock_path: &Path,
-        ready: tokio::net::UnixListener,
+        vsock: &dyn VsockTransport,
+        ready: Option<tokio::net::UnixListener>,
         console: &Path,
         deadline: Duration,
         rpc_timeout: Duration,
@@ -78,7 +81,7 @@ impl AgentClient {
         let start = Instant::now();
         let mut vm_died = died.clone();
         tokio::select! {
-            r = tokio::time::timeout(deadline, wait_ready(&ready)) => if r.is_err() {
+            r = tokio::time::timeout(deadline, wait_ready(ready.as_ref())) => if r.is_err() {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last: "the agent never announced that it was serving".into(),
@@ -104,8 +107,7 @@ impl AgentClient {
             }
             // Each attempt is bounded: a vsock device that never answers the
             // handshake must not hold Create past the boot deadline.
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, Self::try_connect(vsock_path, rpc_timeout))
-                .await
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, Self::try_connect(vsock, rpc_timeout)).await
             {
                 Ok(Ok(c)) => return Ok(c),
                 Ok(Err(e)) => last = e,
@@ -115,8 +117,12 @@ impl AgentClient {
         }
     }
 
-    async fn try_connect(vsock_path: &Path, rpc_timeout: Duration) -> Result<Self, String> {
-        let stream = vsock::connect(vsock_path, protocols::AGENT_PORT)
+    async fn try_connect(
+        vsock: &dyn VsockTransport,
+        rpc_timeout: Duration,
+    ) -> Result<Self, String> {
+        let stream = vsock
+            .connect(protocols::AGENT_PORT)
             .await
             .map_err(|e| e.to_string())?;
         let client = ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));

@@ -69,9 +69,26 @@ pub struct SharedFsConfig {
     pub virtiofsd: PathBuf,
 }
 
+/// How the host reaches the guest's vsock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VsockTransportKind {
+    /// vhost-user-vsock served by vhost-device-vsock: a Unix socket with the
+    /// hybrid vsock handshake. Needs no kernel module on the host.
+    #[default]
+    Hybrid,
+    /// The host kernel's vhost-vsock (`/dev/vhost-vsock`) and AF_VSOCK.
+    Kernel,
+}
+
+/// The host's vhost-vsock device, needed by the kernel transport.
+pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VsockConfig {
+    #[serde(default)]
+    pub transport: VsockTransportKind,
     pub vhost_device_vsock: PathBuf,
 }
 
@@ -215,12 +232,19 @@ impl HullConfig {
                 "hypervisor.initrd",
                 &self.hypervisor.initrd,
             ),
-            (
+        ];
+        match self.vsock.transport {
+            VsockTransportKind::Hybrid => files.push((
                 "vsock helper",
                 "vsock.vhost_device_vsock",
                 &self.vsock.vhost_device_vsock,
-            ),
-        ];
+            )),
+            VsockTransportKind::Kernel => files.push((
+                "host vhost-vsock device (modprobe vhost_vsock)",
+                "vsock.transport",
+                Path::new(VHOST_VSOCK_DEVICE),
+            )),
+        }
         if self.shared_fs.kind == SharedFs::VirtioFs {
             files.push((
                 "virtio-fs daemon",
@@ -272,5 +296,17 @@ mod tests {
             err.contains("hypervisor.kernel") && err.contains("/nonexistent/vmlinux"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn each_vsock_transport_requires_what_it_uses() {
+        let mut c = HullConfig::parse(SAMPLE, Path::new("/etc/hull/configuration.toml")).unwrap();
+        assert_eq!(c.vsock.transport, VsockTransportKind::Hybrid);
+        let keys = |c: &HullConfig| c.required_files().iter().map(|f| f.1).collect::<Vec<_>>();
+        assert!(keys(&c).contains(&"vsock.vhost_device_vsock"));
+        c.vsock.transport = VsockTransportKind::Kernel;
+        let files = c.required_files();
+        assert!(files.iter().any(|f| f.2 == Path::new(VHOST_VSOCK_DEVICE)));
+        assert!(!keys(&c).contains(&"vsock.vhost_device_vsock"));
     }
 }

@@ -3,11 +3,13 @@
 //! lines are rate-limited here (token bucket) and cut to a maximum length;
 //! what is dropped is counted and reported.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::task::JoinHandle;
+
+use crate::vsock::{GuestStream, VsockTransport};
 
 /// Longest guest line kept; the rest of a longer line is cut.
 pub const MAX_LINE: usize = 4096;
@@ -55,10 +57,9 @@ impl RateLimit {
 /// Follows the agent's log: connects to its log port through the hybrid
 /// vsock socket and copies lines until the VM goes away or the handle is
 /// aborted.
-pub fn follow(vsock_uds: &Path, log: slog::Logger) -> JoinHandle<()> {
-    let uds = vsock_uds.to_path_buf();
+pub fn follow(vsock: Arc<dyn VsockTransport>, log: slog::Logger) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let connect = crate::vsock::connect(&uds, protocols::LOG_PORT);
+        let connect = vsock.connect(protocols::LOG_PORT);
         match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok(conn)) => copy_lines(conn, &log, &mut RateLimit::new(200.0, 1000.0)).await,
             Ok(Err(e)) => slog::warn!(log, "guest log not available"; "error" => %e),
@@ -67,7 +68,7 @@ pub fn follow(vsock_uds: &Path, log: slog::Logger) -> JoinHandle<()> {
     })
 }
 
-async fn copy_lines(conn: tokio::net::UnixStream, log: &slog::Logger, limit: &mut RateLimit) {
+async fn copy_lines(conn: GuestStream, log: &slog::Logger, limit: &mut RateLimit) {
     let mut reader = BufReader::new(conn);
     let mut buf = Vec::new();
     let mut last_report = Instant::now();
@@ -140,7 +141,7 @@ mod tests {
             slog::Fuse(ChannelDrain(std::sync::Mutex::new(tx))),
             slog::o!(),
         );
-        let handle = follow(&uds, log);
+        let handle = follow(Arc::new(crate::vsock::HybridVsock { uds }), log);
         let got: Vec<String> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
             .collect();

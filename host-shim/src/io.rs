@@ -1,18 +1,17 @@
 //! A process's stdio between containerd's FIFOs and the agent's raw
 //! streams: one hybrid vsock connection per stream, plain byte copies.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use protocols::stream::{StreamHeader, StreamKind};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::errors::ShimError;
-use crate::vsock;
+use crate::vsock::{self, GuestStream, VsockTransport};
 
 /// containerd's FIFO paths for a process; empty means none.
 #[derive(Debug, Clone, Default)]
@@ -69,9 +68,12 @@ pub struct ProcessStdio {
     fifos: [Option<Arc<Fifo>>; 3],
 }
 
-async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStream, ShimError> {
+async fn open_stream(
+    vsock: &dyn VsockTransport,
+    header: StreamHeader,
+) -> Result<GuestStream, ShimError> {
     let kind = header.kind.as_str();
-    tokio::time::timeout(STREAM_TIMEOUT, open_stream_unbounded(vsock_path, header))
+    tokio::time::timeout(STREAM_TIMEOUT, open_stream_unbounded(vsock, header))
         .await
         .map_err(|_| {
             ShimError::FailedPrecondition(format!(
@@ -84,10 +86,10 @@ async fn open_stream(vsock_path: &Path, header: StreamHeader) -> Result<UnixStre
 const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn open_stream_unbounded(
-    vsock_path: &Path,
+    vsock: &dyn VsockTransport,
     header: StreamHeader,
-) -> Result<UnixStream, ShimError> {
-    let mut s = vsock::connect(vsock_path, protocols::STDIO_PORT).await?;
+) -> Result<GuestStream, ShimError> {
+    let mut s = vsock.connect(protocols::STDIO_PORT).await?;
     s.write_all(header.encode().as_bytes())
         .await
         .map_err(ShimError::io("send stream header"))?;
@@ -125,7 +127,7 @@ async fn open_fifo_reader(path: PathBuf) -> std::io::Result<pipe::Receiver> {
 }
 
 async fn copy_out(
-    mut from: UnixStream,
+    mut from: GuestStream,
     fifo: Option<Arc<Fifo>>,
     log: slog::Logger,
     kind: &'static str,
@@ -153,7 +155,7 @@ async fn copy_and_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 async fn copy_in(
-    mut to: UnixStream,
+    mut to: GuestStream,
     fifo: Option<Arc<Fifo>>,
     closed: Arc<Notify>,
     log: slog::Logger,
@@ -181,7 +183,7 @@ impl ProcessStdio {
     /// Connects every stream of the process before it starts, so no output
     /// can be written before its reader exists.
     pub async fn attach(
-        vsock_path: &Path,
+        vsock: &dyn VsockTransport,
         container_id: &str,
         exec_id: &str,
         paths: &StdioPaths,
@@ -192,12 +194,12 @@ impl ProcessStdio {
             exec_id: exec_id.into(),
             kind,
         };
-        let stdin = open_stream(vsock_path, header(StreamKind::Stdin)).await?;
-        let stdout = open_stream(vsock_path, header(StreamKind::Stdout)).await?;
+        let stdin = open_stream(vsock, header(StreamKind::Stdin)).await?;
+        let stdout = open_stream(vsock, header(StreamKind::Stdout)).await?;
         let stderr = if paths.terminal {
             None
         } else {
-            Some(open_stream(vsock_path, header(StreamKind::Stderr)).await?)
+            Some(open_stream(vsock, header(StreamKind::Stderr)).await?)
         };
         let fifos = [
             Fifo::hold(&paths.stdin)?,

@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod config;
 pub mod errors;
 pub mod guest_log;
+pub mod hypervisor;
 pub mod io;
 pub mod logging;
 pub mod metrics;

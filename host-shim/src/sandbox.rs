@@ -11,8 +11,9 @@ use protocols::agent;
 use crate::agent::AgentClient;
 use crate::config::{HullConfig, MetricsFormat, SharedFs};
 use crate::errors::ShimError;
+use crate::hypervisor::SHARED_TAG;
 use crate::rootfs;
-use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR, SHARED_TAG};
+use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR};
 
 pub struct Sandbox {
     pub id: String,
@@ -20,6 +21,8 @@ pub struct Sandbox {
     pub vm: tokio::sync::Mutex<Vm>,
     pub paths: VmPaths,
     pub died: tokio::sync::watch::Receiver<Option<String>>,
+    /// How the shim reaches the guest's vsock ports.
+    pub vsock: std::sync::Arc<dyn crate::vsock::VsockTransport>,
     /// How Task Stats reports this sandbox's containers.
     pub metrics: MetricsFormat,
     /// Set when shutdown begins, so long polls on the agent stop.
@@ -67,14 +70,9 @@ impl Sandbox {
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
         let mut vm = Vm::start(cfg, id, log).await?;
-        let Some(ready) = vm.ready.take() else {
-            vm.stop(Duration::from_secs(2)).await;
-            return Err(ShimError::FailedPrecondition(
-                "the VM's readiness socket was already used".into(),
-            ));
-        };
+        let ready = vm.ready.take();
         let connected = AgentClient::connect(
-            &vm.paths.vsock,
+            vm.vsock.as_ref(),
             ready,
             &vm.paths.console,
             Duration::from_secs(cfg.timeouts.boot_secs),
@@ -104,6 +102,7 @@ impl Sandbox {
             agent,
             paths: vm.paths.clone(),
             died: vm.died.clone(),
+            vsock: vm.vsock.clone(),
             metrics: cfg.metrics,
             vm: tokio::sync::Mutex::new(vm),
             stopping: tokio::sync::watch::channel(false).0,

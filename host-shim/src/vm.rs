@@ -10,11 +10,13 @@ use sha2::Digest;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use crate::accel::{self, Accel, Choice};
-use crate::config::{ConfigError, HullConfig, SharedFs};
+use std::sync::Arc;
 
-/// The virtio-fs / 9p tag the guest mounts the shared directory by.
-pub const SHARED_TAG: &str = "hullfs";
+use crate::accel::{self, Choice};
+use crate::config::{ConfigError, HullConfig, SharedFs, VsockTransportKind};
+use crate::hypervisor::{Hypervisor, Qemu, SharedDevice, VmSpec, VsockDevice};
+use crate::vsock::{HybridVsock, KernelVsock, VsockTransport};
+
 /// Where the guest mounts the shared directory.
 pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
 
@@ -115,6 +117,8 @@ struct Supervised {
 pub struct Vm {
     pub paths: VmPaths,
     pub accel: Choice,
+    /// How the shim reaches the guest's vsock ports.
+    pub vsock: Arc<dyn VsockTransport>,
     children: Vec<Supervised>,
     /// Fires with a description when QEMU or any helper exits on its own.
     pub died: watch::Receiver<Option<String>>,
@@ -232,84 +236,114 @@ impl Vm {
         mkdir(&paths.dir)?;
         mkdir(&paths.shared)?;
         let (died_tx, died) = watch::channel(None);
+        let vsock: Arc<dyn VsockTransport> = match cfg.vsock.transport {
+            VsockTransportKind::Hybrid => Arc::new(HybridVsock {
+                uds: paths.vsock.clone(),
+            }),
+            VsockTransportKind::Kernel => Arc::new(KernelVsock {
+                cid: guest_cid(sandbox_id),
+            }),
+        };
         let mut vm = Vm {
             paths,
             accel,
+            vsock,
             children: Vec::new(),
             died,
             died_tx,
             guest_log: None,
             ready: None,
         };
-        // Listening before the guest exists, so its announcement cannot
-        // arrive too early.
-        vm.ready = Some(
-            tokio::net::UnixListener::bind(&vm.paths.ready).map_err(|source| {
-                VmError::StateDir {
-                    path: vm.paths.ready.display().to_string(),
-                    source,
-                }
-            })?,
+        let vsock_device = match cfg.vsock.transport {
+            VsockTransportKind::Hybrid => vm.start_vsock_helper(cfg).await?,
+            VsockTransportKind::Kernel => VsockDevice::Kernel {
+                cid: guest_cid(sandbox_id),
+            },
+        };
+        let shared_device = match cfg.shared_fs.kind {
+            SharedFs::VirtioFs => vm.start_virtiofsd(cfg).await?,
+            SharedFs::NineP => SharedDevice::NineP {
+                dir: vm.paths.shared.clone(),
+            },
+        };
+        let hypervisor = Qemu {
+            path: cfg.hypervisor.path.clone(),
+        };
+        let spec = vm_spec(
+            cfg,
+            &vm.paths,
+            vm.accel.accel,
+            sandbox_id,
+            vsock_device,
+            shared_device,
         );
-        let socket_wait = Duration::from_secs(10);
+        let (child, pid) = spawn(
+            hypervisor.name(),
+            hypervisor.binary(),
+            &hypervisor.args(&spec),
+            &vm.paths.helper_log(hypervisor.name()),
+        )?;
+        vm.supervise(hypervisor.name(), child, pid);
+        slog::info!(log, "vm started"; "hypervisor" => hypervisor.name(), "pid" => pid,
+            "vsock" => vm.vsock.describe(), "state_dir" => %vm.paths.dir.display());
+        Ok(vm)
+    }
 
-        let p = &vm.paths;
-        let vsock_args = vec![
+    /// Hybrid vsock: listens for the agent's readiness announcement (before
+    /// the guest exists, so it cannot come too early), then starts
+    /// vhost-device-vsock and waits for its socket.
+    async fn start_vsock_helper(&mut self, cfg: &HullConfig) -> Result<VsockDevice, VmError> {
+        let ready = tokio::net::UnixListener::bind(&self.paths.ready).map_err(|source| {
+            VmError::StateDir {
+                path: self.paths.ready.display().to_string(),
+                source,
+            }
+        })?;
+        self.ready = Some(ready);
+        let p = &self.paths;
+        let args = vec![
             "--guest-cid=3".to_string(),
             format!("--socket={}", p.vhost_vsock.display()),
             format!("--uds-path={}", p.vsock.display()),
         ];
+        let name = "vhost-device-vsock";
         let (child, pid) = spawn(
-            "vhost-device-vsock",
+            name,
             &cfg.vsock.vhost_device_vsock,
-            &vsock_args,
-            &p.helper_log("vhost-device-vsock"),
-        )?;
-        vm.supervise("vhost-device-vsock", child, pid);
-        if cfg.shared_fs.kind == SharedFs::VirtioFs {
-            let p = &vm.paths;
-            let fs_args = vec![
-                format!("--socket-path={}", p.virtiofs.display()),
-                format!("--shared-dir={}", p.shared.display()),
-                "--cache=auto".to_string(),
-                "--announce-submounts".to_string(),
-                "--sandbox=chroot".to_string(),
-            ];
-            let (child, pid) = spawn(
-                "virtiofsd",
-                &cfg.shared_fs.virtiofsd,
-                &fs_args,
-                &p.helper_log("virtiofsd"),
-            )?;
-            vm.supervise("virtiofsd", child, pid);
-        }
-        vm.wait_for_socket(
-            "vhost-device-vsock",
-            &vm.paths.vhost_vsock.clone(),
-            socket_wait,
-        )
-        .await?;
-        if cfg.shared_fs.kind == SharedFs::VirtioFs {
-            vm.wait_for_socket("virtiofsd", &vm.paths.virtiofs.clone(), socket_wait)
-                .await?;
-        }
-        let args = qemu_args(cfg, &vm.paths, vm.accel.accel, sandbox_id);
-        let (child, pid) = spawn(
-            "qemu",
-            &cfg.hypervisor.path,
             &args,
-            &vm.paths.helper_log("qemu"),
+            &p.helper_log(name),
         )?;
-        vm.supervise("qemu", child, pid);
-        slog::info!(log, "vm started"; "qemu_pid" => pid, "state_dir" => %vm.paths.dir.display());
-        Ok(vm)
+        self.supervise(name, child, pid);
+        let socket = self.paths.vhost_vsock.clone();
+        self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
+            .await?;
+        Ok(VsockDevice::VhostUser { socket })
+    }
+
+    /// virtio-fs: starts virtiofsd on the shared directory.
+    async fn start_virtiofsd(&mut self, cfg: &HullConfig) -> Result<SharedDevice, VmError> {
+        let p = &self.paths;
+        let args = vec![
+            format!("--socket-path={}", p.virtiofs.display()),
+            format!("--shared-dir={}", p.shared.display()),
+            "--cache=auto".to_string(),
+            "--announce-submounts".to_string(),
+            "--sandbox=chroot".to_string(),
+        ];
+        let name = "virtiofsd";
+        let (child, pid) = spawn(name, &cfg.shared_fs.virtiofsd, &args, &p.helper_log(name))?;
+        self.supervise(name, child, pid);
+        let socket = self.paths.virtiofs.clone();
+        self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
+            .await?;
+        Ok(SharedDevice::VirtioFs { socket })
     }
 
     /// Starts copying the agent's log into the shim's log (once the agent
     /// answers); stopped with the VM.
     pub fn follow_guest_log(&mut self, log: &slog::Logger) {
         let handle =
-            crate::guest_log::follow(&self.paths.vsock, log.new(slog::o!("source" => "guest")));
+            crate::guest_log::follow(self.vsock.clone(), log.new(slog::o!("source" => "guest")));
         if let Some(old) = self.guest_log.replace(handle) {
             old.abort();
         }
@@ -436,71 +470,44 @@ fn tail(s: &str, n: usize) -> String {
     s.get(start..).unwrap_or(s).trim().to_string()
 }
 
-/// QEMU's command line.
-pub fn qemu_args(cfg: &HullConfig, p: &VmPaths, accel: Accel, sandbox_id: &str) -> Vec<String> {
+/// How long a helper may take to create its socket.
+const HELPER_SOCKET_WAIT: Duration = Duration::from_secs(10);
+
+/// The VM the configuration describes, with the devices already prepared.
+fn vm_spec(
+    cfg: &HullConfig,
+    p: &VmPaths,
+    accel: accel::Accel,
+    sandbox_id: &str,
+    vsock: VsockDevice,
+    shared: SharedDevice,
+) -> VmSpec {
     let h = &cfg.hypervisor;
-    let mem = format!("{}M", h.memory_mib);
     let mut cmdline = format!("console=ttyS0 panic=-1 quiet hull.log={}", cfg.log_level);
     if !h.kernel_params.is_empty() {
         cmdline.push(' ');
         cmdline.push_str(&h.kernel_params);
     }
-    let cpu = if accel == Accel::Kvm { "host" } else { "max" };
-    let mut a: Vec<String> = [
-        "-name",
-        &format!("hull-{sandbox_id}"),
-        "-machine",
-        &format!("q35,accel={}", accel.qemu_name()),
-        "-cpu",
-        cpu,
-        "-smp",
-        &h.vcpus.to_string(),
-        "-m",
-        &mem,
-        "-object",
-        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-        "-numa",
-        "node,memdev=mem",
-        "-kernel",
-        &h.kernel.display().to_string(),
-        "-initrd",
-        &h.initrd.display().to_string(),
-        "-append",
-        &cmdline,
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-        "-chardev",
-        &format!("file,id=console,path={}", p.console.display()),
-        "-serial",
-        "chardev:console",
-        "-chardev",
-        &format!("socket,id=vsock,path={}", p.vhost_vsock.display()),
-        "-device",
-        "vhost-user-vsock-pci,chardev=vsock",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    match cfg.shared_fs.kind {
-        SharedFs::VirtioFs => a.extend([
-            "-chardev".to_string(),
-            format!("socket,id=fs,path={}", p.virtiofs.display()),
-            "-device".to_string(),
-            format!("vhost-user-fs-pci,chardev=fs,tag={SHARED_TAG},queue-size=1024"),
-        ]),
-        SharedFs::NineP => a.extend([
-            "-fsdev".to_string(),
-            format!(
-                "local,id=fs,path={},security_model=passthrough",
-                p.shared.display()
-            ),
-            "-device".to_string(),
-            format!("virtio-9p-pci,fsdev=fs,mount_tag={SHARED_TAG}"),
-        ]),
+    VmSpec {
+        name: format!("hull-{sandbox_id}"),
+        accel,
+        vcpus: h.vcpus,
+        memory_mib: h.memory_mib,
+        kernel: h.kernel.clone(),
+        initrd: h.initrd.clone(),
+        cmdline,
+        console: p.console.clone(),
+        vsock,
+        shared,
     }
-    a
+}
+
+/// A guest CID for kernel vsock, unique per sandbox id with high
+/// probability (0-2 are reserved; QEMU refuses a CID already in use).
+fn guest_cid(sandbox_id: &str) -> u32 {
+    let digest = sha2::Sha256::digest(sandbox_id.as_bytes());
+    let n = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    3 + n % (u32::MAX / 2)
 }
 
 #[cfg(test)]
@@ -559,21 +566,44 @@ mod tests {
     }
 
     #[test]
-    fn qemu_uses_shared_memfd_and_vhost_user_devices() {
-        let cfg = HullConfig::parse(
+    fn configuration_becomes_the_vm_spec() {
+        let mut cfg = HullConfig::parse(
             include_str!("../../config/configuration.toml"),
             Path::new("c.toml"),
         )
         .unwrap();
+        cfg.hypervisor.kernel_params = "hull.debug_console=on".into();
         let p = VmPaths::new(Path::new("/run/hull"), "sb");
-        let a = qemu_args(&cfg, &p, Accel::Tcg, "sb").join(" ");
-        assert!(
-            a.contains("memory-backend-memfd,id=mem,size=512M,share=on"),
-            "{a}"
+        let vsock = VsockDevice::Kernel {
+            cid: guest_cid("sb"),
+        };
+        let shared = SharedDevice::NineP {
+            dir: p.shared.clone(),
+        };
+        let spec = vm_spec(&cfg, &p, accel::Accel::Tcg, "sb", vsock, shared);
+        assert_eq!(
+            (spec.name.as_str(), spec.memory_mib, spec.vcpus),
+            ("hull-sb", 512, 1)
         );
-        assert!(a.contains("vhost-user-vsock-pci"), "{a}");
-        assert!(a.contains("vhost-user-fs-pci,chardev=fs,tag=hullfs"), "{a}");
-        assert!(a.contains("accel=tcg"), "{a}");
-        assert!(a.contains("/run/hull/sb/console.log"), "{a}");
+        assert!(
+            spec.cmdline
+                .ends_with("hull.log=info hull.debug_console=on"),
+            "{}",
+            spec.cmdline
+        );
+        assert_eq!(spec.console, Path::new("/run/hull/sb/console.log"));
+    }
+
+    #[test]
+    fn guest_cids_avoid_the_reserved_ones_and_differ_per_sandbox() {
+        let cids: Vec<u32> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| guest_cid(id))
+            .collect();
+        assert!(cids.iter().all(|c| *c >= 3 && *c < u32::MAX), "{cids:?}");
+        assert_eq!(guest_cid("a"), cids[0], "stable");
+        let mut unique = cids.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), cids.len());
     }
 }

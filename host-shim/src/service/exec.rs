@@ -114,7 +114,7 @@ impl HullShim {
             .await
             .map_err(ShimError::agent("ExecProcess"))?;
         let stdio = ProcessStdio::attach(
-            &sandbox.paths.vsock,
+            sandbox.vsock.as_ref(),
             &req.id,
             &req.exec_id,
             &proc.stdio_paths,

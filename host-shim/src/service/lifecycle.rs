@@ -217,7 +217,7 @@ impl HullShim {
     ) -> Result<ProcessStdio, ShimError> {
         sandbox.create_container(&req.id, guest_spec).await?;
         let stdio = ProcessStdio::attach(
-            &sandbox.paths.vsock,
+            sandbox.vsock.as_ref(),
             &req.id,
             &req.id,
             &stdio_paths(req),

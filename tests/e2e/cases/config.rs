@@ -57,6 +57,36 @@ pub(super) fn missing_helper_is_named(env: &Env) -> Result<(), String> {
     )
 }
 
+/// `vsock.transport = "kernel"`: on a host with `/dev/vhost-vsock` the
+/// container runs over AF_VSOCK; on one without (like this one) the error
+/// names the device and the key instead of a VM that never answers.
+pub(super) fn kernel_vsock_transport_runs_or_names_the_device(env: &Env) -> Result<(), String> {
+    let kernel = env
+        .good_config()
+        .replace("transport = \"hybrid\"", "transport = \"kernel\"");
+    if kernel == env.good_config() {
+        return Err("test bug: transport = \"hybrid\" not in the configuration".into());
+    }
+    env.write_config(&kernel)?;
+    let o = run(&mut env.run_cmd(&env.unique("kvsock"), &["echo", "over-af-vsock"]));
+    env.restore_config()?;
+    let o = o?;
+    if std::path::Path::new("/dev/vhost-vsock").exists() {
+        expect_success(&o)?;
+        if stdout(&o) != "over-af-vsock\n" {
+            return Err(format!("stdout {:?}", stdout(&o)));
+        }
+        return Ok(());
+    }
+    let err = stderr(&o);
+    if o.status.success() || !err.contains("vsock.transport") || !err.contains("/dev/vhost-vsock") {
+        return Err(format!(
+            "want an error naming vsock.transport and /dev/vhost-vsock: {err}"
+        ));
+    }
+    Ok(())
+}
+
 /// containerd's runtime option ConfigPath (`ctr run --runtime-config-path`,
 /// or CRI's runtime `options`) picks the Hull configuration for one task:
 /// its VM size applies, and its mistakes are named with its path.

@@ -371,13 +371,28 @@ pub(super) fn seccomp_profiles_confine_the_container(env: &Env) -> Result<(), St
     Ok(())
 }
 
-/// `ctr run --mount type=bind,...`: a host directory and a host file reach
-/// the container; writes come back to the host; a read-only volume cannot
-/// be written.
+/// `ctr run --mount type=bind,...`, over each shared filesystem the
+/// configuration offers (virtio-fs, 9p): the rootfs arrives over it, a host
+/// directory and a host file reach the container; writes come back to the
+/// host; a read-only volume cannot be written.
 pub(super) fn volumes_are_shared_read_only_where_asked(env: &Env) -> Result<(), String> {
-    let rw = env.path("volume-rw");
-    let ro = env.path("volume-ro");
-    let file = env.path("volume-file");
+    for (kind, fstype) in [("virtio-fs", "virtiofs"), ("9p", "9p")] {
+        let config = env
+            .good_config()
+            .replace("kind = \"virtio-fs\"", &format!("kind = \"{kind}\""));
+        env.write_config(&config)?;
+        let checked = volumes_over(env, kind, fstype);
+        env.restore_config()?;
+        checked.map_err(|e| format!("shared_fs.kind = {kind}: {e}"))?;
+        env.check_no_leaks()?;
+    }
+    Ok(())
+}
+
+fn volumes_over(env: &Env, kind: &str, fstype: &str) -> Result<(), String> {
+    let rw = env.path(&format!("volume-rw-{kind}"));
+    let ro = env.path(&format!("volume-ro-{kind}"));
+    let file = env.path(&format!("volume-file-{kind}"));
     for d in [&rw, &ro] {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
@@ -390,7 +405,7 @@ pub(super) fn volumes_are_shared_read_only_where_asked(env: &Env) -> Result<(), 
     let (rw_mount, ro_mount) = (mount(&rw, "/rw", "rbind:rw"), mount(&ro, "/ro", "rbind:ro"));
     let file_mount = mount(&file, "/etc/motd", "bind:ro");
     let o = run(&mut env.run_with(
-        &env.unique("volumes"),
+        &env.unique(&format!("volumes-{kind}")),
         &[
             "--mount",
             &rw_mount,
@@ -402,12 +417,13 @@ pub(super) fn volumes_are_shared_read_only_where_asked(env: &Env) -> Result<(), 
         &[
             "sh",
             "-c",
-            "cat /rw/hello /ro/keep /etc/motd; echo from-guest > /rw/new; \
+            "awk '$2 == \"/\" {print $3}' /proc/mounts; \
+             cat /rw/hello /ro/keep /etc/motd; echo from-guest > /rw/new; \
              echo x > /ro/new || echo ro-refused",
         ],
     ))?;
     expect_success(&o)?;
-    let want = "from-host\nkept\na-file\nro-refused\n";
+    let want = format!("{fstype}\nfrom-host\nkept\na-file\nro-refused\n");
     if stdout(&o) != want {
         return Err(format!(
             "stdout {:?}, want {want:?}; {}",

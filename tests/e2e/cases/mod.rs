@@ -77,6 +77,10 @@ pub const ALL: &[(&str, Case)] = &[
     ("hooks_are_refused_by_name", hooks_are_refused_by_name),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
+    (
+        "kernel_vsock_transport_runs_or_names_the_device",
+        kernel_vsock_transport_runs_or_names_the_device,
+    ),
     ("bad_command_fails_cleanly", bad_command_fails_cleanly),
     (
         "dead_vm_or_helper_ends_the_task",

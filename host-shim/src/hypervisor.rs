@@ -1,0 +1,203 @@
+//! The hypervisor behind a sandbox. Hull drives one through this trait:
+//! what to run for a VM with the given devices. QEMU is the implemented
+//! backend (KVM or TCG); another VMM would be another implementation.
+
+use std::path::{Path, PathBuf};
+
+use crate::accel::Accel;
+
+/// The 9p / virtio-fs tag of the shared directory.
+pub const SHARED_TAG: &str = "hullfs";
+
+/// How the guest's vsock device is backed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VsockDevice {
+    /// vhost-user device served by a helper on this socket (hybrid vsock).
+    VhostUser { socket: PathBuf },
+    /// The host kernel's vhost-vsock, with this guest CID.
+    Kernel { cid: u32 },
+}
+
+/// How the shared directory reaches the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedDevice {
+    /// vhost-user-fs served by virtiofsd on this socket.
+    VirtioFs { socket: PathBuf },
+    /// 9p served by the hypervisor itself from this directory.
+    NineP { dir: PathBuf },
+}
+
+/// Everything a hypervisor needs to start one sandbox VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    /// The guest's serial console is written here.
+    pub console: PathBuf,
+    pub vsock: VsockDevice,
+    pub shared: SharedDevice,
+}
+
+pub trait Hypervisor: Send + Sync {
+    /// Short name, used for the process, its log file and in errors.
+    fn name(&self) -> &'static str;
+    /// The program to run.
+    fn binary(&self) -> &Path;
+    /// Its arguments for `vm`.
+    fn args(&self, vm: &VmSpec) -> Vec<String>;
+}
+
+/// QEMU's q35 machine, booting the kernel directly (PVH for a vmlinux).
+pub struct Qemu {
+    pub path: PathBuf,
+}
+
+impl Hypervisor for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn binary(&self) -> &Path {
+        &self.path
+    }
+
+    fn args(&self, vm: &VmSpec) -> Vec<String> {
+        let mem = format!("{}M", vm.memory_mib);
+        let cpu = if vm.accel == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        };
+        let mut a: Vec<String> = [
+            "-name",
+            &vm.name,
+            "-machine",
+            &format!("q35,accel={}", vm.accel.qemu_name()),
+            "-cpu",
+            cpu,
+            "-smp",
+            &vm.vcpus.to_string(),
+            "-m",
+            &mem,
+            // vhost-user devices need guest memory they can map: a shared memfd.
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            "-numa",
+            "node,memdev=mem",
+            "-kernel",
+            &vm.kernel.display().to_string(),
+            "-initrd",
+            &vm.initrd.display().to_string(),
+            "-append",
+            &vm.cmdline,
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-chardev",
+            &format!("file,id=console,path={}", vm.console.display()),
+            "-serial",
+            "chardev:console",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(match &vm.vsock {
+            VsockDevice::VhostUser { socket } => vec![
+                "-chardev".to_string(),
+                format!("socket,id=vsock,path={}", socket.display()),
+                "-device".to_string(),
+                "vhost-user-vsock-pci,chardev=vsock".to_string(),
+            ],
+            VsockDevice::Kernel { cid } => vec![
+                "-device".to_string(),
+                format!("vhost-vsock-pci,guest-cid={cid}"),
+            ],
+        });
+        a.extend(match &vm.shared {
+            SharedDevice::VirtioFs { socket } => vec![
+                "-chardev".to_string(),
+                format!("socket,id=fs,path={}", socket.display()),
+                "-device".to_string(),
+                format!("vhost-user-fs-pci,chardev=fs,tag={SHARED_TAG},queue-size=1024"),
+            ],
+            SharedDevice::NineP { dir } => vec![
+                "-fsdev".to_string(),
+                format!(
+                    "local,id=fs,path={},security_model=passthrough",
+                    dir.display()
+                ),
+                "-device".to_string(),
+                format!("virtio-9p-pci,fsdev=fs,mount_tag={SHARED_TAG}"),
+            ],
+        });
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(vsock: VsockDevice, shared: SharedDevice) -> VmSpec {
+        VmSpec {
+            name: "hull-t".into(),
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 256,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: "console=ttyS0".into(),
+            console: "/c".into(),
+            vsock,
+            shared,
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str, containing: &str) -> Option<&'a str> {
+        args.windows(2)
+            .find(|w| w[0] == flag && w[1].contains(containing))
+            .map(|w| w[1].as_str())
+    }
+
+    #[test]
+    fn qemu_gets_the_devices_the_transports_need() {
+        let q = Qemu { path: "/q".into() };
+        let a = q.args(&spec(
+            VsockDevice::VhostUser {
+                socket: "/s/v.sock".into(),
+            },
+            SharedDevice::VirtioFs {
+                socket: "/s/fs.sock".into(),
+            },
+        ));
+        assert_eq!(after(&a, "-machine", "q35"), Some("q35,accel=tcg"));
+        assert_eq!(
+            after(&a, "-device", "vsock"),
+            Some("vhost-user-vsock-pci,chardev=vsock")
+        );
+        assert!(after(&a, "-chardev", "path=/s/fs.sock").is_some());
+        assert!(
+            after(&a, "-object", "share=on").is_some(),
+            "vhost-user needs shared memory"
+        );
+
+        let a = q.args(&spec(
+            VsockDevice::Kernel { cid: 42 },
+            SharedDevice::NineP {
+                dir: "/s/shared".into(),
+            },
+        ));
+        assert_eq!(
+            after(&a, "-device", "vsock"),
+            Some("vhost-vsock-pci,guest-cid=42")
+        );
+        assert!(after(&a, "-fsdev", "path=/s/shared").is_some());
+        assert!(after(&a, "-chardev", "id=vsock").is_none());
+    }
+}
