@@ -68,6 +68,32 @@ fn kill_and_time(
     Ok((to_event, to_return))
 }
 
+/// kill -9 of the shim itself: containerd notices, runs the shim binary's
+/// cleanup (`delete`), the task ends, and no VM, helper, mount or state is
+/// left behind.
+pub(super) fn dead_shim_leaves_nothing_behind(env: &Env) -> Result<(), String> {
+    let id = env.unique("dead-shim");
+    let child = run_sleeping(env, &id)?;
+    let shim = Env::processes_with("containerd-shim-hull-v2")
+        .into_iter()
+        .find(|p| p.contains(&format!("-id {id}")))
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .ok_or(format!("no shim process for {id}"))?;
+    let killed = Instant::now();
+    run(Command::new("kill").args(["-9", &shim]))?;
+    let o = finish(child, CMD_TIMEOUT)?;
+    println!(
+        "    kill -9 shim: ctr returned after {:?} ({:?})",
+        killed.elapsed(),
+        o.status.code()
+    );
+    if o.status.success() {
+        return Err("ctr run reported success for a task whose shim was killed".into());
+    }
+    let _ = run(env.ctr().args(["container", "delete", &id]));
+    env.check_no_leaks()
+}
+
 /// A VM that stops answering (QEMU frozen with SIGSTOP: alive, useless)
 /// fails its health checks; the shim stops it and the task ends with 255
 /// instead of hanging `ctr` forever.

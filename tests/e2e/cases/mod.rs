@@ -86,6 +86,10 @@ pub const ALL: &[(&str, Case)] = &[
         "dead_vm_or_helper_ends_the_task",
         dead_vm_or_helper_ends_the_task,
     ),
+    (
+        "dead_shim_leaves_nothing_behind",
+        dead_shim_leaves_nothing_behind,
+    ),
 ];
 
 fn stdout(o: &std::process::Output) -> String {
