@@ -37,4 +37,58 @@ printf '%-28s %10s %8s\n' "hull (io.containerd.hull.v2)" "$hull" "$(awk -v a="$h
 printf '\nhull VM start (median)\n'
 printf '%-40s %8s ms\n' "guest kernel start -> agent ready" "$boot"
 printf '%-40s %8s ms\n' "shim: QEMU spawn -> agent answering" "$vmready"
+
+# Exec into a running task (ctr task exec ... true), and what one sandbox
+# costs on the host: the shim's RSS, and QEMU's (the VM's memory as touched).
+exec_runs() { # runtime
+  local id="bench-exec-$1-$$"
+  ctr --address "$sock" -n bench run -d --runtime "$1" "$image" "$id" sleep 1000 >/dev/null
+  for i in $(seq 1 "$runs"); do
+    local t0 t1
+    t0=$(date +%s%N)
+    ctr --address "$sock" -n bench task exec --exec-id "e$i" "$id" true
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000000 ))
+  done
+}
+stop_task() {
+  ctr --address "$sock" -n bench task kill -s KILL "$1" >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do
+    ctr --address "$sock" -n bench task delete "$1" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ctr --address "$sock" -n bench container delete "$1" >/dev/null 2>&1 || true
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+hull_exec=$(exec_runs io.containerd.hull.v2 | median)
+hid="bench-exec-io.containerd.hull.v2-$$"
+shim_pid=$(pgrep -f "containerd-shim-hull-v2 .*-id $hid" | head -1)
+qemu_pid=$(pgrep -f "qemu-system.*hull-$hid" | head -1)
+shim_rss=$(rss_kb "$shim_pid")
+qemu_rss=$(rss_kb "$qemu_pid")
+stop_task "$hid"
+runc_exec=$(exec_runs io.containerd.runc.v2 | median)
+rid="bench-exec-io.containerd.runc.v2-$$"
+runc_shim_rss=$(rss_kb "$(pgrep -f "containerd-shim-runc-v2 .*-id $rid" | head -1)")
+stop_task "$rid"
+
+printf '
+ctr task exec ID true  (median of %s runs)
+' "$runs"
+printf '%-28s %10s %8s
+' "runtime" "median ms" "ratio"
+printf '%-28s %10s %8s
+' "runc (io.containerd.runc.v2)" "$runc_exec" "1.00"
+printf '%-28s %10s %8s
+' "hull (io.containerd.hull.v2)" "$hull_exec" "$(awk -v a="$hull_exec" -v b="$runc_exec" 'BEGIN{printf "%.2f", a/b}')"
+printf '
+host memory of one running sandbox (RSS)
+'
+printf '%-40s %8s kB
+' "containerd-shim-runc-v2" "$runc_shim_rss"
+printf '%-40s %8s kB
+' "containerd-shim-hull-v2" "$shim_rss"
+printf '%-40s %8s kB
+' "its QEMU (guest memory touched)" "$qemu_rss"
 scripts/containerd.sh stop
