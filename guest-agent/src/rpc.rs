@@ -543,11 +543,12 @@ impl agent_ttrpc::AgentService for Service {
     ) -> RpcResult<agent::StatsContainerResponse> {
         let c = self.0.registry.get(&req.container_id)?;
         let cg = c.cgroup();
-        let stats = blocking("stats task", move || cg.stats())
+        let (stats, pids) = blocking("stats task", move || cg.stats().map(|s| (s, cg.pids())))
             .await?
             .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
         Ok(agent::StatsContainerResponse {
             cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
+            hull_pids: pids,
             ..Default::default()
         })
     }

@@ -102,11 +102,40 @@ impl HullShim {
         Ok(())
     }
 
+    /// The container's processes, by their pids in the guest (the only
+    /// pid namespace they have).
+    pub(super) async fn pids(&self, id: &str) -> Result<api::PidsResponse, ShimError> {
+        let stats = self.container_stats(id).await?;
+        let processes = stats
+            .hull_pids
+            .iter()
+            .map(|&pid| containerd_shim::protos::types::task::ProcessInfo {
+                pid,
+                ..Default::default()
+            })
+            .collect();
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
     pub(super) async fn stats(&self, id: &str) -> Result<api::StatsResponse, ShimError> {
+        let stats = self.container_stats(id).await?;
+        let sandbox = self.sandbox().await?;
+        let any = crate::metrics::to_any(&stats, sandbox.metrics)
+            .map_err(ShimError::io("encode metrics"))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<agent::StatsContainerResponse, ShimError> {
         let task = self.task(id)?;
         if task.init.status() == Status::STOPPED {
             return Err(ShimError::FailedPrecondition(format!(
-                "task {id:?} has stopped: no statistics"
+                "task {id:?} has stopped: no processes or statistics"
             )));
         }
         let sandbox = self.sandbox().await?;
@@ -115,16 +144,9 @@ impl HullShim {
             ..Default::default()
         };
         let a = &sandbox.agent;
-        let stats = a
-            .agent
+        a.agent
             .stats_container(a.ctx(), &req)
             .await
-            .map_err(ShimError::agent("StatsContainer"))?;
-        let any = crate::metrics::to_any(&stats, sandbox.metrics)
-            .map_err(ShimError::io("encode metrics"))?;
-        Ok(api::StatsResponse {
-            stats: MessageField::some(any),
-            ..Default::default()
-        })
+            .map_err(ShimError::agent("StatsContainer"))
     }
 }

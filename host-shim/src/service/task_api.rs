@@ -147,15 +147,7 @@ impl TaskApi for HullShim {
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
         slog::debug!(self.0.log, "task rpc"; "rpc" => "pids");
-        let task = self.task(&req.id)?;
-        let info = containerd_shim::protos::types::task::ProcessInfo {
-            pid: task.pid,
-            ..Default::default()
-        };
-        Ok(api::PidsResponse {
-            processes: vec![info],
-            ..Default::default()
-        })
+        Ok(HullShim::pids(self, &req.id).await?)
     }
 
     async fn connect(

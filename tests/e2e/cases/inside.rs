@@ -159,6 +159,45 @@ pub(super) fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
     wait_status(env, &task.id, "STOPPED")
 }
 
+/// `ctr task ps` lists the container's processes (their guest pids), and
+/// `ctr task kill --all` signals every one of them: the children die of
+/// SIGTERM while PID 1, which has no handler, carries on.
+pub(super) fn pids_and_kill_all_reach_every_process(env: &Env) -> Result<(), String> {
+    let task = Detached::start(
+        env,
+        "killall",
+        &[
+            "sh",
+            "-c",
+            "sleep 1000 & sleep 1001 & wait; echo gone > /tmp/children-gone; sleep 1000; true",
+        ],
+    )?;
+    let o = run(env.ctr().args(["task", "ps", &task.id]))?;
+    expect_success(&o)?;
+    let pids: Vec<u32> = stdout(&o)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    if pids.len() != 3 {
+        return Err(format!("want 3 processes (sh, 2 sleeps): {}", stdout(&o)));
+    }
+    expect_success(&run(env
+        .ctr()
+        .args(["task", "kill", "--all", "-s", "TERM", &task.id]))?)?;
+    let gone = env
+        .path("state/io.containerd.runtime.v2.task/hull-e2e")
+        .join(&task.id)
+        .join("rootfs/tmp/children-gone");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gone.exists() {
+        if Instant::now() > deadline {
+            return Err("kill --all did not reach the children".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_status(env, &task.id, "RUNNING")
+}
+
 /// containerd's metric names for the limit, usage, processes and CPU time,
 /// in its cgroups v1 and v2 metrics types.
 const METRIC_NAMES: [(&str, [&str; 4]); 2] = [

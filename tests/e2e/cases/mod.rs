@@ -48,6 +48,10 @@ pub const ALL: &[(&str, Case)] = &[
     ),
     ("oom_kill_is_published", oom_kill_is_published),
     (
+        "pids_and_kill_all_reach_every_process",
+        pids_and_kill_all_reach_every_process,
+    ),
+    (
         "task_errors_carry_the_right_code",
         task_errors_carry_the_right_code,
     ),
