@@ -71,18 +71,24 @@ pub(super) fn exec_joins_the_running_container(env: &Env) -> Result<(), String> 
     Ok(())
 }
 
+/// `ctr task exec -t` from a 33x101 terminal: the exec gets a pty of that
+/// size (ctr's ResizePty), and its exit code.
 pub(super) fn exec_with_a_terminal(env: &Env) -> Result<(), String> {
     let task = Detached::start(env, "exectty", &["sleep", "1000"])?;
     let ctr = format!(
-        "ctr --address {} -n hull-e2e task exec -t --exec-id tty {} sh -c 'tty; stty size; exit 3'",
+        "stty rows 33 cols 101; \
+         ctr --address {} -n hull-e2e task exec -t --exec-id tty {} sh -c 'tty; stty size; exit 3'",
         env.sock.display(),
         task.id
     );
     let log = env.path("exec-tty.log");
     let o = run(Command::new("script").arg("-qec").arg(&ctr).arg(&log))?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    if !text.contains("/dev/pts/") {
-        return Err(format!("tty in the exec printed {text:?}; {}", stderr(&o)));
+    if !text.contains("/dev/pts/") || !text.contains("33 101") {
+        return Err(format!(
+            "tty and size in the exec printed {text:?}; {}",
+            stderr(&o)
+        ));
     }
     if !text.contains("COMMAND_EXIT_CODE=\"3\"") && o.status.code() != Some(3) {
         return Err(format!(
