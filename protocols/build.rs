@@ -1,7 +1,14 @@
 //! Generates the agent API's protobuf messages and ttrpc stubs into OUT_DIR.
 use ttrpc_codegen::{Codegen, Customize, ProtobufCustomize};
 
-const MODULES: [&str; 5] = ["agent", "agent_ttrpc", "health", "health_ttrpc", "oci"];
+const MODULES: [&str; 6] = [
+    "agent",
+    "agent_ttrpc",
+    "health",
+    "health_ttrpc",
+    "oci",
+    "types",
+];
 
 fn main() -> std::io::Result<()> {
     let out_dir = std::env::var("OUT_DIR").map_err(std::io::Error::other)?;
@@ -9,6 +16,7 @@ fn main() -> std::io::Result<()> {
         "protos/agent.proto",
         "protos/health.proto",
         "protos/oci.proto",
+        "protos/types.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -37,6 +37,8 @@ pub enum AgentError {
     Container(#[from] rustjail::container::ContainerError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetError),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u32 },
     #[error("{op}: {source}")]
@@ -76,6 +78,7 @@ impl AgentError {
             AgentError::Container(_) | AgentError::Sys { .. } => Code::INTERNAL,
             AgentError::Storage(_) => Code::INVALID_ARGUMENT,
             AgentError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+            AgentError::Network(e) => e.code(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod container;
 mod errors;
 mod listener;
 mod logging;
+mod network;
 mod oom;
 mod pid1;
 mod reaper;

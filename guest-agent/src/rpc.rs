@@ -32,6 +32,8 @@ pub struct AgentState {
     oom: Arc<crate::oom::OomWatcher>,
     sandbox_mounts: Mutex<Vec<PathBuf>>,
     shutdown: Arc<Notify>,
+    /// rtnetlink in the agent's network namespace, opened on first use.
+    network: tokio::sync::OnceCell<crate::network::Network>,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,7 @@ impl Service {
             oom,
             sandbox_mounts: Mutex::new(Vec::new()),
             shutdown: Arc::new(Notify::new()),
+            network: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -314,6 +317,14 @@ impl Service {
     }
 
     /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
+    async fn network(&self) -> Result<&crate::network::Network, AgentError> {
+        Ok(self
+            .0
+            .network
+            .get_or_try_init(|| async { crate::network::Network::connect() })
+            .await?)
+    }
+
     fn watch_oom(&self, c: &Container) {
         let Some(dir) = c.cgroup().v2_dir() else {
             slog::warn!(self.0.log, "cgroup v1: OOM events are not reported"; "container" => &c.id);
@@ -519,6 +530,97 @@ impl agent_ttrpc::AgentService for Service {
             .await?
             .map_err(|e| AgentError::Container(e.into()))?;
         slog::info!(self.0.log, "container resources updated"; "container" => &req.container_id);
+        Ok(Empty::new())
+    }
+
+    async fn update_interface(
+        &self,
+        _: &TtrpcContext,
+        req: agent::UpdateInterfaceRequest,
+    ) -> RpcResult<protocols::types::Interface> {
+        let want = req
+            .interface
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("interface", "missing"))?;
+        let net = self.network().await?;
+        // The pod's containers share this namespace: its loopback too.
+        net.loopback_up().await.map_err(AgentError::from)?;
+        let got = net.update_interface(want).await.map_err(AgentError::from)?;
+        slog::info!(self.0.log, "interface configured"; "name" => &got.name, "mac" => &got.hwAddr);
+        Ok(got)
+    }
+
+    async fn update_routes(
+        &self,
+        _: &TtrpcContext,
+        req: agent::UpdateRoutesRequest,
+    ) -> RpcResult<agent::Routes> {
+        let want = req
+            .routes
+            .as_ref()
+            .map(|r| r.Routes.clone())
+            .unwrap_or_default();
+        let routes = self
+            .network()
+            .await?
+            .update_routes(&want)
+            .await
+            .map_err(AgentError::from)?;
+        Ok(agent::Routes {
+            Routes: routes,
+            ..Default::default()
+        })
+    }
+
+    async fn list_interfaces(
+        &self,
+        _: &TtrpcContext,
+        _: agent::ListInterfacesRequest,
+    ) -> RpcResult<agent::Interfaces> {
+        let interfaces = self
+            .network()
+            .await?
+            .list_interfaces()
+            .await
+            .map_err(AgentError::from)?;
+        Ok(agent::Interfaces {
+            Interfaces: interfaces,
+            ..Default::default()
+        })
+    }
+
+    async fn list_routes(
+        &self,
+        _: &TtrpcContext,
+        _: agent::ListRoutesRequest,
+    ) -> RpcResult<agent::Routes> {
+        let routes = self
+            .network()
+            .await?
+            .list_routes()
+            .await
+            .map_err(AgentError::from)?;
+        Ok(agent::Routes {
+            Routes: routes,
+            ..Default::default()
+        })
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        _: &TtrpcContext,
+        req: agent::AddARPNeighborsRequest,
+    ) -> RpcResult<Empty> {
+        let want = req
+            .neighbors
+            .as_ref()
+            .map(|n| n.ARPNeighbors.clone())
+            .unwrap_or_default();
+        self.network()
+            .await?
+            .add_arp_neighbors(&want)
+            .await
+            .map_err(AgentError::from)?;
         Ok(Empty::new())
     }
 

@@ -14,7 +14,7 @@ macro_rules! generated {
         }
     )*};
 }
-generated!(agent, agent_ttrpc, health, health_ttrpc, oci);
+generated!(agent, agent_ttrpc, health, health_ttrpc, oci, types);
 
 pub mod process;
 pub mod resources;
