@@ -29,6 +29,8 @@ pub enum ShimError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Vsock(#[from] crate::vsock::VsockError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("{op}: {source}")]
     Io {
         op: String,
@@ -69,6 +71,8 @@ impl ShimError {
             | ShimError::Vm(V::Config(_) | V::Accel(_)) => Code::FAILED_PRECONDITION,
             ShimError::Config(C::Read { .. }) => Code::FAILED_PRECONDITION,
             ShimError::Vm(_) | ShimError::Io { .. } => Code::INTERNAL,
+            // The pod's namespace is not what CNI should have left.
+            ShimError::Network(_) => Code::FAILED_PRECONDITION,
         }
     }
 }

@@ -41,6 +41,16 @@ pub struct VmSpec {
     pub console: PathBuf,
     pub vsock: VsockDevice,
     pub shared: SharedDevice,
+    /// virtio-net NICs backed by taps the hypervisor gets as open fds.
+    pub nics: Vec<Nic>,
+}
+
+/// A virtio-net NIC: the tap's descriptor number in the hypervisor process,
+/// and the MAC address the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub fd: i32,
+    pub mac: String,
 }
 
 pub trait Hypervisor: Send + Sync {
@@ -119,6 +129,14 @@ impl Hypervisor for Qemu {
                 format!("vhost-vsock-pci,guest-cid={cid}"),
             ],
         });
+        for (i, nic) in vm.nics.iter().enumerate() {
+            a.extend([
+                "-netdev".to_string(),
+                format!("tap,id=net{i},fd={}", nic.fd),
+                "-device".to_string(),
+                format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac),
+            ]);
+        }
         a.extend(match &vm.shared {
             SharedDevice::VirtioFs { socket } => vec![
                 "-chardev".to_string(),
@@ -156,6 +174,10 @@ mod tests {
             console: "/c".into(),
             vsock,
             shared,
+            nics: vec![Nic {
+                fd: 3,
+                mac: "0a:58:0a:f1:00:02".into(),
+            }],
         }
     }
 
@@ -199,5 +221,10 @@ mod tests {
         );
         assert!(after(&a, "-fsdev", "path=/s/shared").is_some());
         assert!(after(&a, "-chardev", "id=vsock").is_none());
+        assert_eq!(after(&a, "-netdev", "tap"), Some("tap,id=net0,fd=3"));
+        assert_eq!(
+            after(&a, "-device", "virtio-net"),
+            Some("virtio-net-pci,netdev=net0,mac=0a:58:0a:f1:00:02")
+        );
     }
 }

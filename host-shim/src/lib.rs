@@ -11,6 +11,7 @@ pub mod hypervisor;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod network;
 pub mod options;
 pub mod pod;
 pub mod rootfs;

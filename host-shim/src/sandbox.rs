@@ -12,6 +12,7 @@ use crate::agent::AgentClient;
 use crate::config::{HullConfig, MetricsFormat, SharedFs};
 use crate::errors::ShimError;
 use crate::hypervisor::SHARED_TAG;
+use crate::network::PodNetwork;
 use crate::rootfs;
 use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR};
 
@@ -23,6 +24,8 @@ pub struct Sandbox {
     pub died: tokio::sync::watch::Receiver<Option<String>>,
     /// How the shim reaches the guest's vsock ports.
     pub vsock: std::sync::Arc<dyn crate::vsock::VsockTransport>,
+    /// The pod's host network namespace, wired to the VM's NICs.
+    pub network: Option<PodNetwork>,
     /// How Task Stats reports this sandbox's containers.
     pub metrics: MetricsFormat,
     /// Set when shutdown begins, so long polls on the agent stop.
@@ -67,9 +70,16 @@ impl Sandbox {
         cfg: &HullConfig,
         id: &str,
         log: &slog::Logger,
+        network: Option<PodNetwork>,
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
-        let mut vm = Vm::start(cfg, id, log).await?;
+        let mut vm = match Vm::start(cfg, id, log, network.as_ref()).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                network.iter().for_each(PodNetwork::detach);
+                return Err(e.into());
+            }
+        };
         let ready = vm.ready.take();
         let connected = AgentClient::connect(
             vm.vsock.as_ref(),
@@ -87,6 +97,7 @@ impl Sandbox {
             }
             Err(e) => {
                 vm.stop(Duration::from_secs(2)).await;
+                network.iter().for_each(PodNetwork::detach);
                 return Err(e.into());
             }
         };
@@ -104,6 +115,7 @@ impl Sandbox {
             died: vm.died.clone(),
             vsock: vm.vsock.clone(),
             metrics: cfg.metrics,
+            network,
             vm: tokio::sync::Mutex::new(vm),
             stopping: tokio::sync::watch::channel(false).0,
         };
@@ -113,8 +125,12 @@ impl Sandbox {
             .create_sandbox(sandbox.agent.ctx(), &req)
             .await
         {
-            sandbox.vm.lock().await.stop(Duration::from_secs(2)).await;
+            sandbox.shutdown().await;
             return Err(ShimError::agent("CreateSandbox")(e));
+        }
+        if let Err(e) = sandbox.configure_network(log).await {
+            sandbox.shutdown().await;
+            return Err(e);
         }
         Ok(sandbox)
     }
@@ -201,19 +217,64 @@ impl Sandbox {
                 .await;
         }
         self.vm.lock().await.stop(Duration::from_secs(3)).await;
+        if let Some(n) = &self.network {
+            n.detach();
+        }
     }
+
+    /// Gives the guest the pod's interfaces (found by MAC) and routes.
+    async fn configure_network(&self, log: &slog::Logger) -> Result<(), ShimError> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let a = &self.agent;
+        for e in &net.endpoints {
+            let req = agent::UpdateInterfaceRequest {
+                interface: Some(e.interface.clone()).into(),
+                ..Default::default()
+            };
+            a.agent
+                .update_interface(a.ctx(), &req)
+                .await
+                .map_err(ShimError::agent("UpdateInterface"))?;
+            slog::info!(log, "pod interface carried into the vm"; "name" => &e.interface.name,
+                "mac" => &e.interface.hwAddr, "tap" => &e.tap);
+        }
+        let req = agent::UpdateRoutesRequest {
+            routes: Some(agent::Routes {
+                Routes: net.routes.clone(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        a.agent
+            .update_routes(a.ctx(), &req)
+            .await
+            .map_err(ShimError::agent("UpdateRoutes"))?;
+        Ok(())
+    }
+}
+
+/// What preparing a spec for the guest found: host settings not carried
+/// into the guest (for the log), and the pod's network namespace on the
+/// host, whose interfaces the VM is to get.
+#[derive(Debug, Default)]
+pub struct GuestSpecFindings {
+    pub notes: Vec<String>,
+    pub host_netns: Option<PathBuf>,
 }
 
 /// Rewrites the bundle's spec for the guest: the rootfs in the shared
 /// directory, host LSM labels dropped, and namespace paths (host paths,
 /// which a VM cannot join) refused, or for a pod container turned into
-/// the sandbox container's namespaces in the guest. Returns notes for the
-/// log about what was left out.
+/// the sandbox container's namespaces in the guest, or for the pod's
+/// network namespace carried into the VM.
 pub fn prepare_guest_spec(
     spec: &mut Spec,
     container_id: &str,
     role: &crate::pod::Role,
-) -> Result<Vec<String>, ShimError> {
+) -> Result<GuestSpecFindings, ShimError> {
     let mut notes = drop_host_lsm_labels(spec);
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(
@@ -224,17 +285,55 @@ pub fn prepare_guest_spec(
     spec.set_root(Some(root));
     crate::volumes::check_sources(spec)?;
     refuse_hooks(spec)?;
+    let mut host_netns = None;
     if let Some(mut linux) = spec.linux().clone() {
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        for ns in namespaces.iter_mut() {
-            if let Some(note) = guest_namespace(ns, role)? {
-                notes.push(note);
+        let mut namespaces = Vec::new();
+        for mut ns in linux.namespaces().clone().unwrap_or_default() {
+            match guest_namespace(&mut ns, role)? {
+                GuestNamespace::Keep => namespaces.push(ns),
+                GuestNamespace::PodNetwork(path) => host_netns = Some(path),
             }
         }
+        refuse_host_network(&namespaces, host_netns.is_some(), role)?;
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
     }
-    Ok(notes)
+    if let Some(path) = &host_netns {
+        notes.push(format!(
+            "host network namespace {path:?}: its interfaces are carried into the VM"
+        ));
+    }
+    Ok(GuestSpecFindings { notes, host_netns })
+}
+
+/// A pod sandbox without a network namespace of its own shares the host's
+/// (Kubernetes hostNetwork), which a VM cannot do.
+fn refuse_host_network(
+    namespaces: &[oci_spec::runtime::LinuxNamespace],
+    has_pod_network: bool,
+    role: &crate::pod::Role,
+) -> Result<(), ShimError> {
+    let own_netns = namespaces
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
+    if matches!(role, crate::pod::Role::Sandbox) && !own_netns && !has_pod_network {
+        return Err(ShimError::Invalid {
+            what: "linux.namespaces",
+            reason: "the pod asks for the host's network namespace (hostNetwork, \
+                     NamespaceMode NODE), which a VM cannot share; run it with another runtime"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+enum GuestNamespace {
+    /// The (possibly rewritten) entry stays in the guest's spec.
+    Keep,
+    /// The pod's network namespace on the host: the entry goes (the
+    /// container runs in the guest namespace that holds the VM's NICs),
+    /// and the host namespace's interfaces are carried into the VM.
+    PodNetwork(PathBuf),
 }
 
 /// OCI hooks are host programs run at points of the container's life;
@@ -280,26 +379,22 @@ fn refuse_hooks(spec: &Spec) -> Result<(), ShimError> {
 fn guest_namespace(
     ns: &mut oci_spec::runtime::LinuxNamespace,
     role: &crate::pod::Role,
-) -> Result<Option<String>, ShimError> {
+) -> Result<GuestNamespace, ShimError> {
     use crate::pod::Role;
     use oci_spec::runtime::LinuxNamespaceType as T;
     let Some(path) = ns.path().clone() else {
-        return Ok(None);
+        return Ok(GuestNamespace::Keep);
     };
     let shared_in_pod = matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid);
     match role {
         Role::Member { sandbox_id } if shared_in_pod => {
             ns.set_path(Some(crate::pod::guest_ns_path(sandbox_id, ns.typ()).into()));
-            Ok(None)
+            Ok(GuestNamespace::Keep)
         }
-        // The pod's network namespace on the host (CNI's) cannot be
-        // entered from the VM; the pod gets its own in the guest, which
-        // pod networking connects to the host's (issue 6).
-        Role::Sandbox if ns.typ() == T::Network => {
-            ns.set_path(None);
-            Ok(Some(format!(
-                "host network namespace {path:?}: the pod gets a network namespace of its own in the guest"
-            )))
+        // The pod's network namespace on the host (CNI's, or one given to
+        // ctr with --with-ns): its interfaces are mirrored into the VM.
+        Role::Sandbox | Role::Standalone if ns.typ() == T::Network => {
+            Ok(GuestNamespace::PodNetwork(path))
         }
         _ => Err(ShimError::Invalid {
             what: "linux.namespaces",
@@ -387,7 +482,9 @@ mod tests {
         if let Some(p) = spec.process_mut() {
             p.set_apparmor_profile(Some("cri-containerd.apparmor.d".into()));
         }
-        let notes = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone).unwrap();
+        let notes = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone)
+            .unwrap()
+            .notes;
         assert_eq!(notes, ["apparmor profile \"cri-containerd.apparmor.d\""]);
         assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
     }
@@ -448,20 +545,54 @@ mod tests {
         assert!(err.contains("poststop: /usr/bin/cleanup"), "{err}");
     }
 
+    fn spec_with(namespaces: Vec<oci_spec::runtime::LinuxNamespace>) -> Spec {
+        let mut spec = Spec::default();
+        if let Some(l) = spec.linux_mut() {
+            l.set_namespaces(Some(namespaces));
+        }
+        spec
+    }
+
+    fn host_ns(
+        t: oci_spec::runtime::LinuxNamespaceType,
+        path: &str,
+    ) -> oci_spec::runtime::LinuxNamespace {
+        oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(t)
+            .path(path)
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn host_namespace_path_is_refused_with_its_name() {
-        let mut spec = Spec::default();
-        let ns = oci_spec::runtime::LinuxNamespaceBuilder::default()
-            .typ(oci_spec::runtime::LinuxNamespaceType::Network)
-            .path("/var/run/netns/cni-1")
-            .build()
-            .unwrap();
-        if let Some(l) = spec.linux_mut() {
-            l.set_namespaces(Some(vec![ns]));
-        }
+        use oci_spec::runtime::LinuxNamespaceType as T;
+        let mut spec = spec_with(vec![host_ns(T::Uts, "/proc/7/ns/uts")]);
         let err = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Standalone)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/var/run/netns/cni-1"), "{err}");
+        assert!(err.contains("/proc/7/ns/uts"), "{err}");
+    }
+
+    #[test]
+    fn pod_network_namespace_is_carried_and_host_network_refused() {
+        use oci_spec::runtime::LinuxNamespaceType as T;
+        let mut spec = spec_with(vec![host_ns(T::Network, "/var/run/netns/cni-1")]);
+        let found = prepare_guest_spec(&mut spec, "c1", &crate::pod::Role::Sandbox).unwrap();
+        assert_eq!(
+            found.host_netns,
+            Some(PathBuf::from("/var/run/netns/cni-1"))
+        );
+        let left = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert!(
+            left.is_empty(),
+            "the guest container uses the NICs' namespace: {left:?}"
+        );
+
+        let mut host_network = spec_with(vec![]);
+        let err = prepare_guest_spec(&mut host_network, "c1", &crate::pod::Role::Sandbox)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hostNetwork"), "{err}");
     }
 }

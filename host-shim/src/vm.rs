@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use sha2::Digest;
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -14,7 +16,8 @@ use std::sync::Arc;
 
 use crate::accel::{self, Choice};
 use crate::config::{ConfigError, HullConfig, SharedFs, VsockTransportKind};
-use crate::hypervisor::{Hypervisor, Qemu, SharedDevice, VmSpec, VsockDevice};
+use crate::hypervisor::{Hypervisor, Nic, Qemu, SharedDevice, VmSpec, VsockDevice};
+use crate::network::PodNetwork;
 use crate::vsock::{HybridVsock, KernelVsock, VsockTransport};
 
 /// Where the guest mounts the shared directory.
@@ -45,6 +48,8 @@ pub enum VmError {
         path: String,
         secs: u64,
     },
+    #[error("the pod has {0} network interfaces; at most 16 are supported")]
+    TooManyInterfaces(usize),
     #[error("state directory {path}: {source}")]
     StateDir {
         path: String,
@@ -129,11 +134,14 @@ pub struct Vm {
     pub ready: Option<tokio::net::UnixListener>,
 }
 
+/// Starts a helper or the hypervisor. `fds[i]` is open in the child as
+/// descriptor `FIRST_PASSED_FD + i`.
 fn spawn(
     name: &'static str,
     path: &Path,
     args: &[String],
     log_file: &Path,
+    fds: &[RawFd],
 ) -> Result<(tokio::process::Child, i32), VmError> {
     let err = |source| VmError::Spawn {
         helper: name,
@@ -147,12 +155,29 @@ fn spawn(
         .stdout(log.try_clone().map_err(err)?)
         .stderr(log)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and touches no shared memory.
+    let fds = fds.to_vec();
+    // SAFETY: prctl, fcntl and dup2 are async-signal-safe and touch no
+    // shared memory; the descriptors are open in the parent until spawn
+    // returns.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // The helper dies with the shim, so none can outlive it.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // First out of the way of the target numbers, then into place
+            // (dup2 clears close-on-exec).
+            let mut high = [0 as RawFd; MAX_PASSED_FDS];
+            for (i, fd) in fds.iter().enumerate().take(MAX_PASSED_FDS) {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, h) in high.iter().take(fds.len()).enumerate() {
+                if libc::dup2(*h, FIRST_PASSED_FD + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -218,6 +243,7 @@ impl Vm {
         cfg: &HullConfig,
         sandbox_id: &str,
         log: &slog::Logger,
+        network: Option<&PodNetwork>,
     ) -> Result<Vm, VmError> {
         cfg.check_files()?;
         let accel = accel::choose(
@@ -269,7 +295,7 @@ impl Vm {
         let hypervisor = Qemu {
             path: cfg.hypervisor.path.clone(),
         };
-        let spec = vm_spec(
+        let mut spec = vm_spec(
             cfg,
             &vm.paths,
             vm.accel.accel,
@@ -277,11 +303,25 @@ impl Vm {
             vsock_device,
             shared_device,
         );
+        let endpoints = network.map(|n| n.endpoints.as_slice()).unwrap_or_default();
+        if endpoints.len() > MAX_PASSED_FDS {
+            return Err(VmError::TooManyInterfaces(endpoints.len()));
+        }
+        let tap_fds: Vec<RawFd> = endpoints.iter().map(|e| e.tap_fd.as_raw_fd()).collect();
+        spec.nics = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Nic {
+                fd: FIRST_PASSED_FD + i as RawFd,
+                mac: e.interface.hwAddr.clone(),
+            })
+            .collect();
         let (child, pid) = spawn(
             hypervisor.name(),
             hypervisor.binary(),
             &hypervisor.args(&spec),
             &vm.paths.helper_log(hypervisor.name()),
+            &tap_fds,
         )?;
         vm.supervise(hypervisor.name(), child, pid);
         slog::info!(log, "vm started"; "hypervisor" => hypervisor.name(), "pid" => pid,
@@ -312,6 +352,7 @@ impl Vm {
             &cfg.vsock.vhost_device_vsock,
             &args,
             &p.helper_log(name),
+            &[],
         )?;
         self.supervise(name, child, pid);
         let socket = self.paths.vhost_vsock.clone();
@@ -331,7 +372,13 @@ impl Vm {
             "--sandbox=chroot".to_string(),
         ];
         let name = "virtiofsd";
-        let (child, pid) = spawn(name, &cfg.shared_fs.virtiofsd, &args, &p.helper_log(name))?;
+        let (child, pid) = spawn(
+            name,
+            &cfg.shared_fs.virtiofsd,
+            &args,
+            &p.helper_log(name),
+            &[],
+        )?;
         self.supervise(name, child, pid);
         let socket = self.paths.virtiofs.clone();
         self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
@@ -470,6 +517,11 @@ fn tail(s: &str, n: usize) -> String {
     s.get(start..).unwrap_or(s).trim().to_string()
 }
 
+/// The first descriptor number a spawned process gets passed fds at.
+const FIRST_PASSED_FD: RawFd = 3;
+/// At most this many (one per pod interface).
+const MAX_PASSED_FDS: usize = 16;
+
 /// How long a helper may take to create its socket.
 const HELPER_SOCKET_WAIT: Duration = Duration::from_secs(10);
 
@@ -499,6 +551,7 @@ fn vm_spec(
         console: p.console.clone(),
         vsock,
         shared,
+        nics: Vec::new(),
     }
 }
 

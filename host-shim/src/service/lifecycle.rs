@@ -1,7 +1,7 @@
 //! Create and Delete: a task's VM (or its place in its pod's VM), its
 //! rootfs and volumes on the host, and their removal in a safe order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use super::{stdio_paths, HullShim};
 use crate::config::HullConfig;
 use crate::errors::ShimError;
 use crate::io::ProcessStdio;
+use crate::network::PodNetwork;
 use crate::pod::Role;
 use crate::rootfs;
 use crate::sandbox::{HostMounts, Sandbox};
@@ -40,7 +41,7 @@ impl HullShim {
         if !req.checkpoint.is_empty() {
             return Err(ShimError::Unimplemented("restoring from a checkpoint"));
         }
-        let (cfg, guest_spec, role) = self.load_task(&req)?;
+        let (cfg, guest_spec, role, host_netns) = self.load_task(&req)?;
         let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
         // A pod container's share lives in its pod's VM directory.
         let shared = VmPaths::new(&cfg.state_dir, &self.0.id).shared;
@@ -56,7 +57,7 @@ impl HullShim {
                     .await
             }
             _ => {
-                self.boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec)
+                self.boot_and_create(&cfg, &req, &bundle_rootfs, guest_spec, host_netns)
                     .await
             }
         };
@@ -121,7 +122,7 @@ impl HullShim {
     fn load_task(
         &self,
         req: &api::CreateTaskRequest,
-    ) -> Result<(HullConfig, oci_spec::runtime::Spec, Role), ShimError> {
+    ) -> Result<(HullConfig, oci_spec::runtime::Spec, Role, Option<PathBuf>), ShimError> {
         let bundle = Path::new(&req.bundle);
         let mut cfg = crate::options::config_for_task(req.options.as_ref(), bundle)?;
         let mut spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
@@ -135,10 +136,11 @@ impl HullShim {
         for change in crate::annotations::apply(&mut cfg, &annotations)? {
             slog::info!(self.0.log, "configuration changed by annotation"; "change" => change);
         }
-        for note in crate::sandbox::prepare_guest_spec(&mut spec, &req.id, &role)? {
+        let found = crate::sandbox::prepare_guest_spec(&mut spec, &req.id, &role)?;
+        for note in found.notes {
             slog::warn!(self.0.log, "not carried into the guest"; "what" => note);
         }
-        Ok((cfg, spec, role))
+        Ok((cfg, spec, role, found.host_netns))
     }
 
     async fn boot_and_create(
@@ -147,6 +149,7 @@ impl HullShim {
         req: &api::CreateTaskRequest,
         bundle_rootfs: &Path,
         mut guest_spec: oci_spec::runtime::Spec,
+        host_netns: Option<PathBuf>,
     ) -> Result<Built, ShimError> {
         if self.0.sandbox.lock().await.is_some() {
             return Err(ShimError::FailedPrecondition(format!(
@@ -157,7 +160,15 @@ impl HullShim {
         let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
         rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
         crate::volumes::share(&mut guest_spec, &paths.shared, &req.id)?;
-        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log).await?);
+        let network = match host_netns {
+            Some(netns) => Some(
+                tokio::task::spawn_blocking(move || PodNetwork::attach(&netns))
+                    .await
+                    .map_err(|e| ShimError::io("pod network")(std::io::Error::other(e)))??,
+            ),
+            None => None,
+        };
+        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log, network).await?);
         match self.create_in(&sandbox, req, guest_spec).await {
             Ok(stdio) => {
                 *self.0.sandbox.lock().await = Some(sandbox.clone());

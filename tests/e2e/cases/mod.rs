@@ -5,12 +5,13 @@ mod config;
 mod cri;
 mod failure;
 mod inside;
+mod network;
 mod run;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use self::{config::*, cri::*, failure::*, inside::*, run::*};
+use self::{config::*, cri::*, failure::*, inside::*, network::*, run::*};
 use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
@@ -78,6 +79,10 @@ pub const ALL: &[(&str, Case)] = &[
     ),
     ("pod_containers_share_one_vm", pod_containers_share_one_vm),
     ("cri_pod_runs_in_one_vm", cri_pod_runs_in_one_vm),
+    (
+        "pod_network_reaches_the_vm_both_ways",
+        pod_network_reaches_the_vm_both_ways,
+    ),
     ("hooks_are_refused_by_name", hooks_are_refused_by_name),
     ("missing_kernel_is_named", missing_kernel_is_named),
     ("missing_helper_is_named", missing_helper_is_named),
