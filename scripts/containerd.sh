@@ -37,7 +37,8 @@ state = "$dir/state"
   runtime_type = "io.containerd.runc.v2"
 TOML
   # Pods get a bridge on a private subnet that routes nowhere beyond this
-  # machine (no masquerading).
+  # machine (no masquerading). Address allocations are kept across runs, so
+  # an address a crashed run never released is not handed out twice.
   mkdir -p "$dir/cni"
   cat > "$dir/cni/10-hull.conflist" <<JSON
 {
@@ -52,7 +53,7 @@ TOML
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "10.240.77.0/24"}]],
-        "dataDir": "$dir/cni-ipam"
+        "dataDir": "/var/lib/hull/cni-ipam"
       }
     }
   ]

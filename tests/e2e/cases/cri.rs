@@ -10,6 +10,7 @@ use crate::cri::{container_config, pod_config, Cri};
 
 /// A sandbox and two containers in one VM: they share the pod's network
 /// (talk over localhost) and hostname, one also the pod's PID namespace;
+/// the pod's CNI address is the VM's, and a runc pod reaches it there;
 /// ExecSync returns both streams and the exit code; container logs reach
 /// the CRI log file; stop and remove leave nothing behind.
 pub(super) fn cri_pod_runs_in_one_vm(env: &Env) -> Result<(), String> {
@@ -46,7 +47,8 @@ fn pod_body(
             &[
                 "sh",
                 "-c",
-                "echo listening; nc -l -p 7777 > /tmp/got; echo got $(cat /tmp/got); sleep 1000",
+                "echo listening; nc -l -p 7777 > /tmp/got; echo got $(cat /tmp/got); \
+                 nc -l -p 7778 > /tmp/got2; echo got2 $(cat /tmp/got2); sleep 1000",
             ],
         ),
     )?;
@@ -76,6 +78,20 @@ fn pod_body(
     if !log.contains("stdout F listening") {
         return Err(format!("server log lacks its first line:\n{log}"));
     }
+    let ip = cri
+        .pod_status(pod_id)?
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let seen = cri.exec_sync(&server, &["ip", "addr", "show", "eth0"])?;
+    if ip.is_empty() || !String::from_utf8_lossy(&seen.stdout).contains(&format!("inet {ip}/")) {
+        return Err(format!("pod IP {ip:?}; inside the VM: {seen:?}"));
+    }
+    reach_from_a_runc_pod(env, cri, &ip, name)?;
+    wait_for_log(
+        &env.path(&format!("pods/{name}/server.log")),
+        "stdout F got2 ping-from-runc",
+    )?;
     let out = cri.exec_sync(&client, &["sh", "-c", "echo out; echo err >&2; exit 3"])?;
     if (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code) != (b"out\n", b"err\n", 3) {
         return Err(format!("ExecSync returned {out:?}"));
@@ -112,6 +128,32 @@ fn pod_body(
         ));
     }
     Ok(())
+}
+
+/// A runc pod on the same CNI bridge sends `ping-from-runc` to the Hull
+/// pod's IP, port 7778; the runc pod is removed again either way.
+fn reach_from_a_runc_pod(env: &Env, cri: &mut Cri, ip: &str, name: &str) -> Result<(), String> {
+    let other = format!("{name}-runc");
+    let config = pod_config(&other, &env.path(&format!("pods/{other}")));
+    let pod_id = cri.run_pod(config.clone(), "runc")?;
+    let script =
+        format!("until echo ping-from-runc | nc {ip} 7778; do sleep 0.2; done; sleep 1000");
+    let started = cri
+        .create_container(
+            &pod_id,
+            &config,
+            container_config("client", NamespaceMode::Container, &["sh", "-c", &script]),
+        )
+        .and_then(|id| cri.start_container(&id));
+    let sent = started.and_then(|()| {
+        wait_for_log(
+            &env.path(&format!("pods/{name}/server.log")),
+            "stdout F got2 ping-from-runc",
+        )
+        .map(drop)
+    });
+    let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
+    sent.and(removed)
 }
 
 /// QEMU processes belonging to the pod's sandbox (QEMU is named after it).
