@@ -186,6 +186,11 @@ pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
         }),
         hostname: name.into(),
         log_directory: log_dir.display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.240.77.53".into()],
+            searches: vec!["pods.hull.test".into()],
+            ..Default::default()
+        }),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {

@@ -102,6 +102,21 @@ fn pod_body(
             "the pod's PID namespace does not show its pause process: {ps:?}"
         ));
     }
+    let resolv = cri.exec_sync(&client, &["cat", "/etc/resolv.conf"])?;
+    let hosts = cri.exec_sync(&client, &["cat", "/etc/hosts"])?;
+    // containerd's CRI writes resolv.conf from the DNS config and copies
+    // the host's /etc/hosts (the kubelet would mount its own).
+    let dns = format!(
+        "{}{}",
+        String::from_utf8_lossy(&resolv.stdout),
+        String::from_utf8_lossy(&hosts.stdout)
+    );
+    if !dns.contains("nameserver 10.240.77.53")
+        || !dns.contains("search pods.hull.test")
+        || !dns.contains("localhost")
+    {
+        return Err(format!("the pod's DNS and hosts files in the VM: {dns}"));
+    }
     let host = cri.exec_sync(&server, &["hostname"])?;
     if String::from_utf8_lossy(&host.stdout).trim() != name {
         return Err(format!("hostname in the pod: {host:?}, want {name}"));
