@@ -91,4 +91,32 @@ printf '%-40s %8s kB
 ' "containerd-shim-hull-v2" "$shim_rss"
 printf '%-40s %8s kB
 ' "its QEMU (guest memory touched)" "$qemu_rss"
+# Pod networking: a namespace with a veth pair (10.242.0.1 peer, 10.242.0.2
+# pod), the container run in it; TCP throughput (64 MiB through nc) and
+# request latency (connect, one line each way) from the peer namespace.
+net_bench() { # runtime -> "MB/s ms"
+  local pod="hullb-pod-$$" peer="hullb-peer-$$" id="bench-net-$1-$$"
+  ip netns add "$pod"; ip netns add "$peer"
+  ip -n "$pod" link add eth0 type veth peer name veth0 netns "$peer"
+  ip -n "$pod" addr add 10.242.0.2/24 dev eth0; ip -n "$pod" link set eth0 up
+  ip -n "$peer" addr add 10.242.0.1/24 dev veth0; ip -n "$peer" link set veth0 up
+  ctr --address "$sock" -n bench run -d --runtime "$1" --with-ns "network:/var/run/netns/$pod" "$image" "$id" \
+    sh -c 'while :; do nc -l -p 7100 > /dev/null; done & while :; do echo pong | nc -l -p 7200 > /dev/null; done' >/dev/null
+  local probe="ip netns exec $peer python3 scripts/tcp-probe.py"
+  $probe request 10.242.0.2 7200 1 >/dev/null
+  local mbs lat
+  mbs=$($probe throughput 10.242.0.2 7100 64)
+  lat=$($probe request 10.242.0.2 7200 "$runs")
+  stop_task "$id"
+  ip netns del "$pod"; ip netns del "$peer"
+  echo "$mbs $lat"
+}
+read -r runc_mbs runc_lat <<<"$(net_bench io.containerd.runc.v2)"
+read -r hull_mbs hull_lat <<<"$(net_bench io.containerd.hull.v2)"
+printf '\nTCP from a host namespace into the pod (64 MiB via nc; request = new connection to a fresh nc, a line each way, median of %s)\n' "$runs"
+printf '%-28s %10s %8s %12s %8s\n' "runtime" "MB/s" "ratio" "request ms" "ratio"
+printf '%-28s %10s %8s %12s %8s\n' "runc (io.containerd.runc.v2)" "$runc_mbs" "1.00" "$runc_lat" "1.00"
+printf '%-28s %10s %8s %12s %8s\n' "hull (io.containerd.hull.v2)" "$hull_mbs" \
+  "$(awk -v a="$hull_mbs" -v b="$runc_mbs" 'BEGIN{printf "%.2f", a/b}')" "$hull_lat" \
+  "$(awk -v a="$hull_lat" -v b="$runc_lat" 'BEGIN{printf "%.2f", a/b}')"
 scripts/containerd.sh stop
