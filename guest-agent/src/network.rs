@@ -146,6 +146,7 @@ impl Network {
                 .neighbours()
                 .add(link.header.index, ip)
                 .link_layer_address(&mac)
+                .state(rtnetlink::packet_route::neighbour::NeighbourState::Permanent)
                 .replace()
                 .execute()
                 .await
@@ -542,6 +543,28 @@ mod tests {
                         && r.gateway == "10.99.0.1"
                         && r.device == "eth7"),
                     "{routes:?}"
+                );
+                net.add_arp_neighbors(&[types::ARPNeighbor {
+                    toIPAddress: Some(types::IPAddress {
+                        address: "10.99.0.77".into(),
+                        ..Default::default()
+                    })
+                    .into(),
+                    device: "eth7".into(),
+                    lladdr: "02:00:00:00:00:77".into(),
+                    ..Default::default()
+                }])
+                .await
+                .unwrap();
+                // A child forked from this thread shares its namespace.
+                let neigh = std::process::Command::new("ip")
+                    .args(["neigh", "show", "dev", "eth7"])
+                    .output()
+                    .unwrap();
+                let neigh = String::from_utf8_lossy(&neigh.stdout);
+                assert!(
+                    neigh.contains("10.99.0.77 lladdr 02:00:00:00:00:77 PERMANENT"),
+                    "{neigh}"
                 );
                 let missing = types::Interface {
                     hwAddr: "02:00:00:00:00:0a".into(),

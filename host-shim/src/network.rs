@@ -52,6 +52,8 @@ pub struct PodNetwork {
     pub netns: PathBuf,
     pub endpoints: Vec<Endpoint>,
     pub routes: Vec<types::Route>,
+    /// Static (permanent) ARP entries CNI plugins may have set.
+    pub neighbors: Vec<types::ARPNeighbor>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +79,14 @@ struct IpAddrInfo {
 }
 
 #[derive(Deserialize)]
+struct IpNeighbor {
+    dst: String,
+    dev: String,
+    #[serde(default)]
+    lladdr: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct IpRoute {
     dst: String,
     #[serde(default)]
@@ -98,6 +108,7 @@ impl PodNetwork {
             netns: netns.to_path_buf(),
             endpoints: Vec::new(),
             routes: Vec::new(),
+            neighbors: Vec::new(),
         };
         for link in links.iter().filter(|l| l.link_type == "ether") {
             let tap = format!("tap{}_hull", net.endpoints.len());
@@ -117,6 +128,12 @@ impl PodNetwork {
                 parse(&run_in(netns, "ip", &["-j", family, "route", "show"])?)?;
             net.routes.extend(routes.iter().filter_map(route_of));
         }
+        let neighbors: Vec<IpNeighbor> = parse(&run_in(
+            netns,
+            "ip",
+            &["-j", "neigh", "show", "nud", "permanent"],
+        )?)?;
+        net.neighbors = neighbors.iter().filter_map(neighbor_of).collect();
         Ok(net)
     }
 
@@ -209,6 +226,25 @@ fn route_of(r: &IpRoute) -> Option<types::Route> {
             types::IPFamily::v4
         }
         .into(),
+        ..Default::default()
+    })
+}
+
+fn neighbor_of(n: &IpNeighbor) -> Option<types::ARPNeighbor> {
+    Some(types::ARPNeighbor {
+        toIPAddress: Some(types::IPAddress {
+            family: if n.dst.contains(':') {
+                types::IPFamily::v6
+            } else {
+                types::IPFamily::v4
+            }
+            .into(),
+            address: n.dst.clone(),
+            ..Default::default()
+        })
+        .into(),
+        device: n.dev.clone(),
+        lladdr: n.lladdr.clone()?,
         ..Default::default()
     })
 }
@@ -321,6 +357,21 @@ mod tests {
             ("", "10.241.0.1")
         );
         assert_eq!((r[1].dest.as_str(), r[1].scope), ("10.241.0.0/24", 253));
+        let neighbors: Vec<IpNeighbor> = parse(
+            r#"[{"dst":"10.241.0.1","dev":"eth0","lladdr":"02:00:00:00:00:01","state":["PERMANENT"]},
+                {"dst":"10.241.0.9","dev":"eth0","state":["PERMANENT"]}]"#,
+        )
+        .unwrap();
+        let n: Vec<_> = neighbors.iter().filter_map(neighbor_of).collect();
+        assert_eq!(
+            n.len(),
+            1,
+            "an entry without an address has nothing to carry"
+        );
+        assert_eq!(
+            (n[0].device.as_str(), n[0].lladdr.as_str()),
+            ("eth0", "02:00:00:00:00:01")
+        );
     }
 
     /// A real namespace with a veth (root, as CI runs): attach makes the tap

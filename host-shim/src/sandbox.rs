@@ -252,6 +252,20 @@ impl Sandbox {
             .update_routes(a.ctx(), &req)
             .await
             .map_err(ShimError::agent("UpdateRoutes"))?;
+        if !net.neighbors.is_empty() {
+            let req = agent::AddARPNeighborsRequest {
+                neighbors: Some(agent::ARPNeighbors {
+                    ARPNeighbors: net.neighbors.clone(),
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            };
+            a.agent
+                .add_arp_neighbors(a.ctx(), &req)
+                .await
+                .map_err(ShimError::agent("AddARPNeighbors"))?;
+        }
         Ok(())
     }
 }

@@ -27,6 +27,30 @@ pub(super) fn cri_pod_runs_in_one_vm(env: &Env) -> Result<(), String> {
     env.check_no_leaks()
 }
 
+/// A hostNetwork pod (network NamespaceMode NODE) with handler `hull` is
+/// refused with an error naming the reason, and leaves nothing behind.
+pub(super) fn cri_host_network_pod_is_refused(env: &Env) -> Result<(), String> {
+    let mut cri = Cri::connect(&env.sock)?;
+    let name = env.unique("cri-hostnet");
+    let mut pod = pod_config(&name, &env.path(&format!("pods/{name}")));
+    if let Some(ns) = pod
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|c| c.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Node as i32;
+    }
+    match cri.run_pod(pod, "hull") {
+        Ok(id) => {
+            let _ = cri.stop_pod(&id).and_then(|()| cri.remove_pod(&id));
+            Err("a hostNetwork pod was started in a VM".into())
+        }
+        Err(e) if e.contains("hostNetwork") => env.check_no_leaks(),
+        Err(e) => Err(format!("refused, but without saying why: {e}")),
+    }
+}
+
 fn pod_body(
     env: &Env,
     cri: &mut Cri,

@@ -80,6 +80,10 @@ pub const ALL: &[(&str, Case)] = &[
     ("pod_containers_share_one_vm", pod_containers_share_one_vm),
     ("cri_pod_runs_in_one_vm", cri_pod_runs_in_one_vm),
     (
+        "cri_host_network_pod_is_refused",
+        cri_host_network_pod_is_refused,
+    ),
+    (
         "pod_network_reaches_the_vm_both_ways",
         pod_network_reaches_the_vm_both_ways,
     ),

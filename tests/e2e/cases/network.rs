@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::env::{finish, run, Env, CMD_TIMEOUT};
 
-/// Two namespaces joined by a veth: `pod` (10.241.1.2/24, default route
-/// via the peer) and `peer` (10.241.1.1/24). Deleted on drop.
+/// Two namespaces joined by two veths: `pod` has eth0 (10.241.1.2/24,
+/// default route via the peer) and eth1 (10.241.2.2/24), and a permanent
+/// ARP entry; `peer` has 10.241.1.1 and 10.241.2.1. Deleted on drop.
 struct VethPair {
     pod: String,
     peer: String,
@@ -23,22 +24,29 @@ impl VethPair {
             peer: env.unique("hull-peer"),
         };
         let (pod, peer) = (pair.pod.as_str(), pair.peer.as_str());
-        for args in [
-            vec!["netns", "add", pod],
-            vec!["netns", "add", peer],
-            vec![
-                "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "veth0", "netns",
-                peer,
-            ],
-            vec!["-n", pod, "addr", "add", "10.241.1.2/24", "dev", "eth0"],
-            vec!["-n", pod, "link", "set", "eth0", "up"],
-            vec!["-n", pod, "route", "add", "default", "via", "10.241.1.1"],
-            vec!["-n", peer, "addr", "add", "10.241.1.1/24", "dev", "veth0"],
-            vec!["-n", peer, "link", "set", "veth0", "up"],
-            vec!["-n", peer, "link", "set", "lo", "up"],
-        ] {
-            expect_success(&run(Command::new("ip").args(&args))?)
-                .map_err(|e| format!("ip {args:?}: {e}"))?;
+        let mut commands = vec![
+            format!("netns add {pod}"),
+            format!("netns add {peer}"),
+            format!("-n {peer} link set lo up"),
+        ];
+        for (i, subnet) in ["10.241.1", "10.241.2"].iter().enumerate() {
+            commands.extend([
+                format!("-n {pod} link add eth{i} type veth peer name veth{i} netns {peer}"),
+                format!("-n {pod} link set eth{i} up"),
+                format!("-n {pod} addr add {subnet}.2/24 dev eth{i}"),
+                format!("-n {peer} addr add {subnet}.1/24 dev veth{i}"),
+                format!("-n {peer} link set veth{i} up"),
+            ]);
+        }
+        commands.extend([
+            format!("-n {pod} route add default via 10.241.1.1"),
+            format!(
+                "-n {pod} neigh add 10.241.1.77 lladdr 02:00:00:00:00:77 dev eth0 nud permanent"
+            ),
+        ]);
+        for args in &commands {
+            expect_success(&run(Command::new("ip").args(args.split_whitespace()))?)
+                .map_err(|e| format!("ip {args}: {e}"))?;
         }
         Ok(pair)
     }
@@ -60,14 +68,20 @@ impl Drop for VethPair {
 }
 
 /// A container given the namespace (`ctr run --with-ns network:PATH`) has
-/// its address, reaches a server in the peer namespace, and a client there
+/// both interfaces' addresses and the static ARP entry, reaches a server
+/// in the peer namespace through each interface, and a client there
 /// reaches a server in the container. Afterwards no tap or tc rule is left
 /// in the namespace.
 pub(super) fn pod_network_reaches_the_vm_both_ways(env: &Env) -> Result<(), String> {
     let pair = VethPair::create(env)?;
     let received = env.path("peer-received");
+    let received2 = env.path("peer-received-2");
     let mut server = pair
-        .in_peer(&format!("busybox nc -l -p 7001 > {}", received.display()))
+        .in_peer(&format!(
+            "busybox nc -l -p 7001 > {} & busybox nc -l -p 7003 > {}; wait",
+            received.display(),
+            received2.display()
+        ))
         .spawn()
         .map_err(|e| e.to_string())?;
     let netns = format!("network:/var/run/netns/{}", pair.pod);
@@ -78,8 +92,9 @@ pub(super) fn pod_network_reaches_the_vm_both_ways(env: &Env) -> Result<(), Stri
             &[
                 "sh",
                 "-c",
-                "ip addr show eth0; \
+                "ip addr show; cat /proc/net/arp; \
                  until echo hello-peer | nc 10.241.1.1 7001; do sleep 0.2; done; \
+                 until echo second-link | nc 10.241.2.1 7003; do sleep 0.2; done; \
                  nc -l -p 7002",
             ],
         )
@@ -94,12 +109,19 @@ pub(super) fn pod_network_reaches_the_vm_both_ways(env: &Env) -> Result<(), Stri
     reached?;
     expect_success(&o)?;
     let out = stdout(&o);
-    if !out.contains("inet 10.241.1.2/24") || !out.contains("hello-pod") {
+    let want = [
+        "inet 10.241.1.2/24",
+        "inet 10.241.2.2/24",
+        "02:00:00:00:00:77",
+        "hello-pod",
+    ];
+    if want.iter().any(|w| !out.contains(w)) {
         return Err(format!("the container saw: {out}; {}", stderr(&o)));
     }
     let got = std::fs::read_to_string(&received).unwrap_or_default();
-    if got.trim() != "hello-peer" {
-        return Err(format!("the peer's server received {got:?}"));
+    let got2 = std::fs::read_to_string(&received2).unwrap_or_default();
+    if got.trim() != "hello-peer" || got2.trim() != "second-link" {
+        return Err(format!("the peer's servers received {got:?} and {got2:?}"));
     }
     env.check_no_leaks()?;
     let left = run(Command::new("ip").args([
