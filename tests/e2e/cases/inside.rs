@@ -178,14 +178,26 @@ pub(super) fn pids_and_kill_all_reach_every_process(env: &Env) -> Result<(), Str
             "sleep 1000 & sleep 1001 & wait; echo gone > /tmp/children-gone; sleep 1000; true",
         ],
     )?;
-    let o = run(env.ctr().args(["task", "ps", &task.id]))?;
-    expect_success(&o)?;
-    let pids: Vec<u32> = stdout(&o)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect();
-    if pids.len() != 3 {
-        return Err(format!("want 3 processes (sh, 2 sleeps): {}", stdout(&o)));
+    // RUNNING comes before the shell has started its children.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = run(env.ctr().args(["task", "ps", &task.id]))?;
+        expect_success(&o)?;
+        let pids = stdout(&o)
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|p| p.parse::<u32>().is_ok())
+            })
+            .count();
+        if pids == 3 {
+            break;
+        }
+        if pids > 3 || Instant::now() > deadline {
+            return Err(format!("want 3 processes (sh, 2 sleeps): {}", stdout(&o)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     expect_success(&run(env
         .ctr()
