@@ -88,18 +88,33 @@ fn has_own_pid_namespace(spec: &Spec) -> bool {
 /// shim does.
 async fn kill_remnants_after_init(c: Arc<Container>, log: slog::Logger) {
     c.init.wait().await;
-    let cg = c.cgroup();
-    let pids = cg.pids();
+    let pids: Vec<i32> = c.pids().into_iter().map(|p| p as i32).collect();
     if pids.is_empty() {
         return;
     }
     slog::info!(log, "killing what the container's init left"; "container" => &c.id, "processes" => pids.len());
-    for pid in pids {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    if let Err(e) = send_signal(&c, &pids, Signal::SIGKILL) {
+        slog::warn!(log, "could not kill what the container's init left"; "container" => &c.id, "error" => %e);
     }
-    if cg.is_frozen() {
-        let _ = cg.thaw();
+}
+
+/// Sends `sig` to `pids` of container `c` (those already gone are skipped).
+/// A paused container must still die on SIGKILL (as with runc): the signal
+/// is pending in its frozen processes until it is thawed.
+fn send_signal(c: &Container, pids: &[i32], sig: Signal) -> Result<(), AgentError> {
+    for &pid in pids {
+        match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+            Ok(()) | Err(nix::Error::ESRCH) => {}
+            Err(e) => return Err(AgentError::sys(format!("kill {pid}"))(e.into())),
+        }
     }
+    if sig == Signal::SIGKILL {
+        let cg = c.cgroup();
+        if cg.is_frozen() {
+            cg.thaw().map_err(|e| AgentError::Container(e.into()))?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
@@ -316,15 +331,21 @@ impl Service {
         Ok(())
     }
 
-    /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
+    /// The netlink connection, opened on first use; the namespace's `lo`
+    /// (which the pod's containers share) is brought up then.
     async fn network(&self) -> Result<&crate::network::Network, AgentError> {
         Ok(self
             .0
             .network
-            .get_or_try_init(|| async { crate::network::Network::connect() })
+            .get_or_try_init(|| async {
+                let net = crate::network::Network::connect()?;
+                net.loopback_up().await?;
+                Ok::<_, crate::network::NetError>(net)
+            })
             .await?)
     }
 
+    /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
     fn watch_oom(&self, c: &Container) {
         let Some(dir) = c.cgroup().v2_dir() else {
             slog::warn!(self.0.log, "cgroup v1: OOM events are not reported"; "container" => &c.id);
@@ -364,21 +385,7 @@ impl Service {
             }
             vec![p.pid]
         };
-        for pid in pids {
-            match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
-                Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => return Err(AgentError::sys(format!("kill {pid}"))(e.into())),
-            }
-        }
-        // A paused container must still die on SIGKILL (as with runc): the
-        // signal is pending in its frozen processes until it is thawed.
-        if sig == Signal::SIGKILL {
-            let cg = c.cgroup();
-            if cg.is_frozen() {
-                cg.thaw().map_err(|e| AgentError::Container(e.into()))?;
-            }
-        }
-        Ok(())
+        send_signal(&c, &pids, sig)
     }
 
     /// Freezes (`pause`) or thaws the container's cgroup: every process in
@@ -543,8 +550,6 @@ impl agent_ttrpc::AgentService for Service {
             .as_ref()
             .ok_or_else(|| AgentError::invalid("interface", "missing"))?;
         let net = self.network().await?;
-        // The pod's containers share this namespace: its loopback too.
-        net.loopback_up().await.map_err(AgentError::from)?;
         let got = net.update_interface(want).await.map_err(AgentError::from)?;
         slog::info!(self.0.log, "interface configured"; "name" => &got.name, "mac" => &got.hwAddr);
         Ok(got)

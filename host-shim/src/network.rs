@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocols::types;
 use serde::Deserialize;
@@ -54,6 +55,15 @@ pub struct PodNetwork {
     pub routes: Vec<types::Route>,
     /// Static (permanent) ARP entries CNI plugins may have set.
     pub neighbors: Vec<types::ARPNeighbor>,
+    detached: AtomicBool,
+}
+
+/// However a pod network ends (torn down, or dropped on an error path while
+/// being built or booted), its tc rules go.
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        self.detach();
+    }
 }
 
 #[derive(Deserialize)]
@@ -109,6 +119,7 @@ impl PodNetwork {
             endpoints: Vec::new(),
             routes: Vec::new(),
             neighbors: Vec::new(),
+            detached: AtomicBool::new(false),
         };
         for link in links.iter().filter(|l| l.link_type == "ether") {
             let tap = format!("tap{}_hull", net.endpoints.len());
@@ -118,10 +129,7 @@ impl PodNetwork {
                 tap: tap.clone(),
                 tap_fd,
             });
-            if let Err(e) = mirror(netns, &link.ifname, &tap, link.mtu) {
-                net.detach();
-                return Err(e);
-            }
+            mirror(netns, &link.ifname, &tap, link.mtu)?;
         }
         for family in ["-4", "-6"] {
             let routes: Vec<IpRoute> =
@@ -137,9 +145,12 @@ impl PodNetwork {
         Ok(net)
     }
 
-    /// Removes the tc rules from the CNI interfaces; the taps go with their
-    /// last open descriptor (QEMU's and this one).
+    /// Removes the tc rules from the CNI interfaces (once); the taps go with
+    /// their last open descriptor (QEMU's and this one).
     pub fn detach(&self) {
+        if self.detached.swap(true, Ordering::SeqCst) {
+            return;
+        }
         for e in &self.endpoints {
             let _ = run_in(
                 &self.netns,
@@ -415,7 +426,6 @@ mod tests {
             filters.contains(&format!("Redirect to device {}", eth0.tap)),
             "{filters}"
         );
-        net.detach();
         drop(net);
         let qdiscs = run_in(&netns, "tc", &["qdisc", "show", "dev", "eth0"]).unwrap();
         assert!(!qdiscs.contains("ingress"), "{qdiscs}");

@@ -73,13 +73,8 @@ impl Sandbox {
         network: Option<PodNetwork>,
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
-        let mut vm = match Vm::start(cfg, id, log, network.as_ref()).await {
-            Ok(vm) => vm,
-            Err(e) => {
-                network.iter().for_each(PodNetwork::detach);
-                return Err(e.into());
-            }
-        };
+        // On any error below, dropping `network` removes its tc rules.
+        let mut vm = Vm::start(cfg, id, log, network.as_ref()).await?;
         let ready = vm.ready.take();
         let connected = AgentClient::connect(
             vm.vsock.as_ref(),
@@ -97,7 +92,6 @@ impl Sandbox {
             }
             Err(e) => {
                 vm.stop(Duration::from_secs(2)).await;
-                network.iter().for_each(PodNetwork::detach);
                 return Err(e.into());
             }
         };

@@ -1,6 +1,8 @@
 //! Pause/resume, Update and Stats: requests about a running task that the
 //! agent answers from the guest's cgroup.
 
+use std::sync::Arc;
+
 use containerd_shim::api;
 use containerd_shim::api::Status;
 use containerd_shim::protos::events::task::{TaskPaused, TaskResumed};
@@ -9,6 +11,7 @@ use protocols::agent;
 
 use super::HullShim;
 use crate::errors::ShimError;
+use crate::sandbox::Sandbox;
 
 impl HullShim {
     /// Pause (freeze) or resume the whole task in the guest, then publish
@@ -105,7 +108,7 @@ impl HullShim {
     /// The container's processes, by their pids in the guest (the only
     /// pid namespace they have).
     pub(super) async fn pids(&self, id: &str) -> Result<api::PidsResponse, ShimError> {
-        let stats = self.container_stats(id).await?;
+        let (stats, _) = self.container_stats(id).await?;
         let processes = stats
             .hull_pids
             .iter()
@@ -121,8 +124,7 @@ impl HullShim {
     }
 
     pub(super) async fn stats(&self, id: &str) -> Result<api::StatsResponse, ShimError> {
-        let stats = self.container_stats(id).await?;
-        let sandbox = self.sandbox().await?;
+        let (stats, sandbox) = self.container_stats(id).await?;
         let any = crate::metrics::to_any(&stats, sandbox.metrics)
             .map_err(ShimError::io("encode metrics"))?;
         Ok(api::StatsResponse {
@@ -131,7 +133,11 @@ impl HullShim {
         })
     }
 
-    async fn container_stats(&self, id: &str) -> Result<agent::StatsContainerResponse, ShimError> {
+    /// The agent's statistics of a running task, and the sandbox it is in.
+    async fn container_stats(
+        &self,
+        id: &str,
+    ) -> Result<(agent::StatsContainerResponse, Arc<Sandbox>), ShimError> {
         let task = self.task(id)?;
         if task.init.status() == Status::STOPPED {
             return Err(ShimError::FailedPrecondition(format!(
@@ -144,9 +150,11 @@ impl HullShim {
             ..Default::default()
         };
         let a = &sandbox.agent;
-        a.agent
+        let stats = a
+            .agent
             .stats_container(a.ctx(), &req)
             .await
-            .map_err(ShimError::agent("StatsContainer"))
+            .map_err(ShimError::agent("StatsContainer"))?;
+        Ok((stats, sandbox))
     }
 }

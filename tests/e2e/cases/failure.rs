@@ -1,7 +1,7 @@
 //! When things die: QEMU or a helper killed, a frozen VM, containerd
 //! restarted under a running task.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -16,13 +16,7 @@ pub(super) fn dead_vm_or_helper_ends_the_task(env: &Env) -> Result<(), String> {
             "dead-{}",
             victim.split('-').next().unwrap_or(victim)
         ));
-        let mut events = env
-            .ctr()
-            .arg("events")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        let mut events = ctr_events(env)?;
         let outcome = kill_and_time(env, &id, victim, &mut events);
         let _ = events.kill();
         let _ = events.wait();

@@ -112,10 +112,7 @@ pub(super) fn pause_freezes_and_resume_thaws(env: &Env) -> Result<(), String> {
             "i=0; while :; do i=$((i+1)); echo $i > /tmp/tick; sleep 0.05; done",
         ],
     )?;
-    let tick_file = env
-        .path("state/io.containerd.runtime.v2.task/hull-e2e")
-        .join(&task.id)
-        .join("rootfs/tmp/tick");
+    let tick_file = task.rootfs_file("tmp/tick");
     let tick = || -> u64 {
         std::fs::read_to_string(&tick_file)
             .ok()
@@ -202,17 +199,7 @@ pub(super) fn pids_and_kill_all_reach_every_process(env: &Env) -> Result<(), Str
     expect_success(&run(env
         .ctr()
         .args(["task", "kill", "--all", "-s", "TERM", &task.id]))?)?;
-    let gone = env
-        .path("state/io.containerd.runtime.v2.task/hull-e2e")
-        .join(&task.id)
-        .join("rootfs/tmp/children-gone");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gone.exists() {
-        if Instant::now() > deadline {
-            return Err("kill --all did not reach the children".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    task.wait_for_file("tmp/children-gone", "kill --all did not reach the children")?;
     wait_status(env, &task.id, "RUNNING")
 }
 
@@ -272,17 +259,7 @@ fn metrics_as(env: &Env, format: &str, names: [&str; 4]) -> Result<(), String> {
             "head -c 16000000 /dev/zero > /dev/shm/blob; echo held > /tmp/held; sleep 1000; true",
         ],
     )?;
-    let held = env
-        .path("state/io.containerd.runtime.v2.task/hull-e2e")
-        .join(&task.id)
-        .join("rootfs/tmp/held");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !held.exists() {
-        if Instant::now() > deadline {
-            return Err("the container never reported its memory held".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    task.wait_for_file("tmp/held", "the container never reported its memory held")?;
     let metric = |name: &str| -> Result<u64, String> {
         let o = run(env.ctr().args(["task", "metrics", &task.id]))?;
         expect_success(&o)?;
@@ -326,13 +303,7 @@ fn metrics_as(env: &Env, format: &str, names: [&str; 4]) -> Result<(), String> {
 /// A process killed for exceeding the container's memory limit in the
 /// guest is reported to containerd as a TaskOOM event.
 pub(super) fn oom_kill_is_published(env: &Env) -> Result<(), String> {
-    let mut events = env
-        .ctr()
-        .arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let mut events = ctr_events(env)?;
     let task = Detached::start_with(
         env,
         "oom",

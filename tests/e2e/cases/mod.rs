@@ -169,6 +169,16 @@ fn wait_for_line_where(
     }
 }
 
+/// `ctr events`, its stdout piped for `wait_for_line_where`.
+fn ctr_events(env: &Env) -> Result<std::process::Child, String> {
+    env.ctr()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())
+}
+
 /// `ctr run --rm ... sleep 1000` in the background, once RUNNING.
 fn run_sleeping(env: &Env, id: &str) -> Result<std::process::Child, String> {
     let child = env
@@ -223,6 +233,28 @@ impl<'a> Detached<'a> {
     }
 
     /// `ctr task exec --exec-id EXEC [extra] ID args...`
+    /// A file of the task's rootfs, as the host sees it.
+    fn rootfs_file(&self, rel: &str) -> std::path::PathBuf {
+        self.env
+            .path("state/io.containerd.runtime.v2.task/hull-e2e")
+            .join(&self.id)
+            .join("rootfs")
+            .join(rel)
+    }
+
+    /// Waits (30 s at most) until the task has written `rel` in its rootfs.
+    fn wait_for_file(&self, rel: &str, what: &str) -> Result<(), String> {
+        let path = self.rootfs_file(rel);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            if Instant::now() > deadline {
+                return Err(what.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     fn exec(&self, exec_id: &str, extra: &[&str], args: &[&str]) -> Command {
         let mut c = self.env.ctr();
         c.args(["task", "exec", "--exec-id", exec_id])
