@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit e2e bench lint clean
+.PHONY: all build agent image install setup demo test unit rpc e2e bench lint clean
 
 all: image build
 
@@ -36,10 +36,14 @@ lint:
 unit:
 	$(CARGO) test --workspace --exclude hull-tests
 
-e2e: install
-	$(CARGO) test -p hull-tests -- --test-threads=1
+# The agent's API suite: the static agent as a root process on this host.
+rpc: agent
+	$(CARGO) test -p hull-tests --test agent_rpc
 
-test: lint unit e2e
+e2e: install
+	$(CARGO) test -p hull-tests --test e2e
+
+test: lint unit rpc e2e
 
 bench: install
 	bash scripts/bench.sh

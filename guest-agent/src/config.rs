@@ -1,12 +1,16 @@
 //! Agent configuration: the kernel command line (`hull.*` options) when the
-//! agent is PID 1, command-line flags when it runs as an ordinary process.
+//! agent is PID 1; a TOML file (`--config`, for an agent that is a service in
+//! a guest rootfs image) and command-line flags otherwise. Later sources
+//! override earlier ones: file, then kernel command line, then flags.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown option {0:?} (expected --unix-dir DIR, --log-level LEVEL)")]
+    #[error("unknown option {0:?} (expected --config FILE, --unix-dir DIR, --log-level LEVEL, --copy-dir DIR)")]
     UnknownFlag(String),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
     #[error("{0} needs a value")]
     MissingValue(&'static str),
     #[error("{key}: {value:?} is not a valid value")]
@@ -30,7 +34,27 @@ pub struct AgentConfig {
     pub log_level: slog::Level,
     pub endpoint: Endpoint,
     pub debug_console: bool,
+    /// CopyFile writes only below this directory.
+    pub copy_dir: PathBuf,
+    /// Where CreateSandbox writes the sandbox's resolv.conf.
+    pub etc_dir: PathBuf,
 }
+
+/// The configuration file's keys; every one is optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    log_level: Option<String>,
+    agent_port: Option<u32>,
+    stdio_port: Option<u32>,
+    unix_dir: Option<PathBuf>,
+    copy_dir: Option<PathBuf>,
+    etc_dir: Option<PathBuf>,
+    debug_console: Option<bool>,
+}
+
+/// CopyFile's directory in a VM.
+pub const GUEST_COPY_DIR: &str = "/run/hull/shared";
 
 fn parse_level(v: &str) -> Result<slog::Level, ConfigError> {
     v.parse::<slog::Level>().map_err(|_| ConfigError::BadValue {
@@ -50,13 +74,53 @@ impl AgentConfig {
                 stdio_port: protocols::STDIO_PORT,
             },
             debug_console: false,
+            copy_dir: PathBuf::from(GUEST_COPY_DIR),
+            etc_dir: PathBuf::from("/etc"),
         };
+        if let Some(path) = config_file_arg(args)? {
+            cfg.apply_file(path)?;
+        }
         if is_pid1 {
             let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(ConfigError::Cmdline)?;
             cfg.apply_cmdline(&cmdline)?;
         }
         cfg.apply_flags(args)?;
         Ok(cfg)
+    }
+
+    fn apply_file(&mut self, path: &str) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::File {
+            path: path.to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if let Some(level) = file.log_level {
+            self.log_level = parse_level(&level)?;
+        }
+        if let Some(dir) = file.unix_dir {
+            self.set_unix_dir(dir);
+        }
+        if let Endpoint::Vsock {
+            agent_port,
+            stdio_port,
+        } = &mut self.endpoint
+        {
+            *agent_port = file.agent_port.unwrap_or(*agent_port);
+            *stdio_port = file.stdio_port.unwrap_or(*stdio_port);
+        }
+        self.copy_dir = file.copy_dir.unwrap_or(self.copy_dir.clone());
+        self.etc_dir = file.etc_dir.unwrap_or(self.etc_dir.clone());
+        self.debug_console = file.debug_console.unwrap_or(self.debug_console);
+        Ok(())
+    }
+
+    /// Off the VM the agent keeps to its directory: CopyFile's target and
+    /// the sandbox's resolv.conf live there, not in the host's /run and /etc.
+    fn set_unix_dir(&mut self, dir: PathBuf) {
+        self.copy_dir = dir.join("shared");
+        self.etc_dir = dir.join("etc");
+        self.endpoint = Endpoint::Unix { dir };
     }
 
     /// Applies `hull.log=`, `hull.port=`, `hull.debug_console=` options;
@@ -101,9 +165,15 @@ impl AgentConfig {
             match flag.as_str() {
                 "--unix-dir" => {
                     let dir = it.next().ok_or(ConfigError::MissingValue("--unix-dir"))?;
-                    self.endpoint = Endpoint::Unix {
-                        dir: PathBuf::from(dir),
-                    };
+                    self.set_unix_dir(PathBuf::from(dir));
+                }
+                "--copy-dir" => {
+                    let dir = it.next().ok_or(ConfigError::MissingValue("--copy-dir"))?;
+                    self.copy_dir = PathBuf::from(dir);
+                }
+                // Read first, by `load`.
+                "--config" => {
+                    it.next();
                 }
                 "--log-level" => {
                     self.log_level =
@@ -113,6 +183,17 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The value of `--config`, if given.
+fn config_file_arg(args: &[String]) -> Result<Option<&str>, ConfigError> {
+    match args.iter().position(|a| a == "--config") {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .map(|s| Some(s.as_str()))
+            .ok_or(ConfigError::MissingValue("--config")),
     }
 }
 
@@ -129,7 +210,45 @@ mod tests {
                 stdio_port: 1025,
             },
             debug_console: false,
+            copy_dir: PathBuf::from(GUEST_COPY_DIR),
+            etc_dir: PathBuf::from("/etc"),
         }
+    }
+
+    #[test]
+    fn config_file_sets_keys_and_refuses_unknown_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "log_level = \"debug\"\nagent_port = 3000\ndebug_console = true\n",
+        )
+        .expect("write");
+        let mut c = base();
+        c.apply_file(path.to_str().expect("utf-8")).expect("apply");
+        assert_eq!(c.log_level, slog::Level::Debug);
+        assert!(c.debug_console);
+        assert!(matches!(
+            c.endpoint,
+            Endpoint::Vsock {
+                agent_port: 3000,
+                stdio_port: 1025
+            }
+        ));
+        std::fs::write(&path, "agent_prot = 3000\n").expect("write");
+        let err = base()
+            .apply_file(path.to_str().expect("utf-8"))
+            .expect_err("typo");
+        assert!(err.to_string().contains("agent_prot"), "{err}");
+    }
+
+    #[test]
+    fn unix_dir_keeps_copy_and_etc_inside_it() {
+        let mut c = base();
+        c.apply_flags(&["--unix-dir".to_string(), "/tmp/a".to_string()])
+            .expect("flags");
+        assert_eq!(c.copy_dir, PathBuf::from("/tmp/a/shared"));
+        assert_eq!(c.etc_dir, PathBuf::from("/tmp/a/etc"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustjail::cgroups::ContainerCgroup;
@@ -17,6 +18,8 @@ pub struct Process {
     pub pid: i32,
     exit: watch::Receiver<Option<i32>>,
     pub io: ProcessIo,
+    /// Set once WaitProcess has returned the exit status.
+    collected: AtomicBool,
 }
 
 impl Process {
@@ -31,7 +34,16 @@ impl Process {
             pid,
             exit,
             io,
+            collected: AtomicBool::new(false),
         }
+    }
+
+    pub fn mark_collected(&self) {
+        self.collected.store(true, Ordering::SeqCst);
+    }
+
+    pub fn collected(&self) -> bool {
+        self.collected.load(Ordering::SeqCst)
     }
 
     /// Waits for the exit status (exit code, or 128 + signal).

@@ -33,6 +33,15 @@ pub enum AgentError {
         exec_id: String,
         stream: &'static str,
     },
+    #[error("{stream} of process {exec_id:?}: end of stream")]
+    EndOfStream {
+        exec_id: String,
+        stream: &'static str,
+    },
+    #[error(transparent)]
+    Guest(#[from] crate::guest::GuestError),
+    #[error(transparent)]
+    CopyFile(#[from] crate::copy_file::CopyFileError),
     #[error(transparent)]
     Container(#[from] rustjail::container::ContainerError),
     #[error(transparent)]
@@ -76,8 +85,12 @@ impl AgentError {
             // The spec asked for something this guest cannot build.
             AgentError::Container(C::Init { .. } | C::Cgroup(_)) => Code::FAILED_PRECONDITION,
             AgentError::Container(_) | AgentError::Sys { .. } => Code::INTERNAL,
-            AgentError::Storage(_) => Code::INVALID_ARGUMENT,
+            AgentError::Storage(e) => e.code(),
             AgentError::Timeout { .. } => Code::DEADLINE_EXCEEDED,
+            // gRPC's code for reading past the end of a file.
+            AgentError::EndOfStream { .. } => Code::OUT_OF_RANGE,
+            AgentError::Guest(e) => e.code(),
+            AgentError::CopyFile(e) => e.code(),
             AgentError::Network(e) => e.code(),
         }
     }

@@ -6,9 +6,12 @@
 
 mod config;
 mod container;
+mod copy_file;
 mod errors;
+mod guest;
 mod listener;
 mod logging;
+mod metrics;
 mod network;
 mod oom;
 mod pid1;
@@ -17,6 +20,7 @@ mod rpc;
 mod server;
 mod stats;
 mod stdio;
+mod stdio_rpc;
 mod storage;
 mod switch_root;
 

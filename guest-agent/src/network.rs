@@ -79,6 +79,13 @@ impl Network {
         want: &types::Interface,
     ) -> Result<types::Interface, NetError> {
         let mac = parse_mac(&want.hwAddr)?;
+        // Everything is validated before the link is touched: a bad request
+        // must not leave a working interface down.
+        let addresses = want
+            .IPAddresses
+            .iter()
+            .map(parse_address)
+            .collect::<Result<Vec<_>, _>>()?;
         let link = self.link_with_mac(&mac).await?;
         let index = link.header.index;
         let mut set = LinkUnspec::new_with_index(index).down();
@@ -90,8 +97,7 @@ impl Network {
             set = set.mtu(mtu);
         }
         self.set_link(set.build(), "configure interface").await?;
-        for a in &want.IPAddresses {
-            let (ip, prefix) = parse_address(a)?;
+        for (ip, prefix) in addresses {
             match self.handle.address().add(index, ip, prefix).execute().await {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}

@@ -1,6 +1,8 @@
-//! OOM kills in container cgroups, for GetOOMEvent: one inotify instance
-//! watches every container's cgroup v2 `memory.events`, and a rise of its
-//! `oom_kill` count queues the container's id.
+//! OOM kills in container cgroups, for GetOOMEvent. On cgroup v2 one
+//! inotify instance watches every container's `memory.events`, and a rise of
+//! its `oom_kill` count queues the container's id. On cgroup v1 each
+//! container's `memory.oom_control` is armed with an eventfd
+//! (`cgroup.event_control`) that a thread waits on until the cgroup goes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,8 @@ pub struct OomWatcher {
     log: slog::Logger,
 }
 
-/// The `oom_kill` count in a `memory.events` file (0 when unreadable).
+/// The `oom_kill` count in a v2 `memory.events` or v1 `memory.oom_control`
+/// file (0 when unreadable).
 pub fn oom_kills(events_file: &Path) -> u64 {
     let text = std::fs::read_to_string(events_file).unwrap_or_default();
     rustjail::stats::parse_flat_keyed(&text)
@@ -96,6 +99,35 @@ impl OomWatcher {
                 oom_kills,
             },
         );
+        Ok(())
+    }
+
+    /// Watches a container's cgroup v1 memory directory: the kernel
+    /// signals the eventfd on every OOM in the cgroup and when the cgroup is
+    /// removed, which ends the watch.
+    pub fn watch_v1(&self, container_id: &str, memory_dir: &Path) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let efd = nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)?;
+        let control_file = memory_dir.join("memory.oom_control");
+        let control = std::fs::File::open(&control_file)?;
+        std::fs::write(
+            memory_dir.join("cgroup.event_control"),
+            format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()),
+        )?;
+        let (id, tx, log) = (container_id.to_string(), self.tx.clone(), self.log.clone());
+        let dir = memory_dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("oom-watch-v1".into())
+            .spawn(move || {
+                let _control = control;
+                // The kernel signals when the cgroup goes OOM, before its
+                // victim is killed (so `oom_kill` may not have risen yet),
+                // and when the cgroup is removed, which ends the watch.
+                while efd.read().is_ok() && dir.exists() {
+                    slog::warn!(log, "OOM in container"; "container" => &id);
+                    let _ = tx.send(id.clone());
+                }
+            })?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use crate::errors::AgentError;
 use crate::reaper::Reaper;
 use crate::stdio::ProcessIo;
 use crate::storage;
+use protocols::stream::StreamKind;
 
 type RpcResult<T> = ttrpc::Result<T>;
 
@@ -34,14 +35,37 @@ pub struct AgentState {
     shutdown: Arc<Notify>,
     /// rtnetlink in the agent's network namespace, opened on first use.
     network: tokio::sync::OnceCell<crate::network::Network>,
+    guest: GuestPaths,
+}
+
+/// Where the guest-wide RPCs act: the real system in a VM, the agent's own
+/// directory when it runs on a host.
+struct GuestPaths {
+    is_pid1: bool,
+    sysfs: crate::guest::Sysfs,
+    proc_root: PathBuf,
+    copy_dir: PathBuf,
+    etc_dir: PathBuf,
 }
 
 #[derive(Clone)]
 pub struct Service(Arc<AgentState>);
 
 impl Service {
-    pub fn new(log: slog::Logger, reaper: Reaper, oom: Arc<crate::oom::OomWatcher>) -> Self {
+    pub fn new(
+        cfg: &crate::config::AgentConfig,
+        log: slog::Logger,
+        reaper: Reaper,
+        oom: Arc<crate::oom::OomWatcher>,
+    ) -> Self {
         Service(Arc::new(AgentState {
+            guest: GuestPaths {
+                is_pid1: cfg.is_pid1,
+                sysfs: crate::guest::Sysfs::default(),
+                proc_root: PathBuf::from("/proc"),
+                copy_dir: cfg.copy_dir.clone(),
+                etc_dir: cfg.etc_dir.clone(),
+            },
             log,
             registry: Arc::new(Registry::default()),
             reaper,
@@ -200,6 +224,35 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Service {
+    async fn read_stream(
+        &self,
+        req: agent::ReadStreamRequest,
+        kind: StreamKind,
+    ) -> Result<agent::ReadStreamResponse, AgentError> {
+        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+        let read = crate::stdio_rpc::read(&req.container_id, &p, kind, req.len).await;
+        if matches!(read, Err(AgentError::EndOfStream { .. })) {
+            self.forget_exec_if_done(&req.container_id, &p);
+        }
+        Ok(agent::ReadStreamResponse {
+            data: read?,
+            ..Default::default()
+        })
+    }
+
+    /// Forgets an exec whose exit was collected once nothing is left to
+    /// read from it (output nobody reads goes with its container).
+    fn forget_exec_if_done(&self, container_id: &str, p: &Process) {
+        if !p.collected() || p.io.rpc.output_pending() || p.io.unattached_output_waiting() {
+            return;
+        }
+        if let Ok(c) = self.0.registry.get(container_id) {
+            if p.exec_id != c.init.exec_id {
+                c.remove_exec(&p.exec_id);
+            }
+        }
+    }
+
     async fn create_container(&self, req: agent::CreateContainerRequest) -> Result<(), AgentError> {
         check_id("container_id", &req.container_id)?;
         let spec = self.resolve_container_namespaces(parse_spec(&req)?)?;
@@ -216,7 +269,7 @@ impl Service {
             m.iter().rev().for_each(|p| storage::unmount(p))
         });
         for s in &req.storages {
-            undo.push(storage::mount(s)?);
+            undo.push(self.mount_storage(s.clone()).await?);
         }
         let (pipes, stdio) = process_stdio(&spec.process().clone().unwrap_or_default())?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
@@ -307,6 +360,14 @@ impl Service {
         check_id("exec_id", &req.exec_id)?;
         let process = parse_process(&req)?;
         let c = self.0.registry.get(&req.container_id)?;
+        // A frozen container cannot run the exec's setup: it would hang.
+        if c.cgroup().is_frozen() {
+            return Err(AgentError::WrongState {
+                id: c.id.clone(),
+                state: "paused",
+                action: "exec into it",
+            });
+        }
         let slot = c.reserve_exec(&req.exec_id)?;
         let (pipes, stdio) = process_stdio(&process)?;
         let config = ExecConfig {
@@ -347,11 +408,13 @@ impl Service {
 
     /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
     fn watch_oom(&self, c: &Container) {
-        let Some(dir) = c.cgroup().v2_dir() else {
-            slog::warn!(self.0.log, "cgroup v1: OOM events are not reported"; "container" => &c.id);
-            return;
+        let cg = c.cgroup();
+        let watched = match (cg.v2_dir(), cg.memory_v1_dir()) {
+            (Some(dir), _) => self.0.oom.watch(&c.id, &dir).map_err(std::io::Error::from),
+            (None, Some(dir)) => self.0.oom.watch_v1(&c.id, &dir),
+            (None, None) => Ok(()),
         };
-        if let Err(e) = self.0.oom.watch(&c.id, &dir) {
+        if let Err(e) = watched {
             slog::warn!(self.0.log, "OOM events will not be reported"; "container" => &c.id, "error" => %e);
         }
     }
@@ -432,13 +495,21 @@ impl Service {
         Ok(())
     }
 
+    async fn mount_storage(&self, s: agent::Storage) -> Result<PathBuf, AgentError> {
+        let sysfs = self.0.guest.sysfs.root().to_path_buf();
+        Ok(blocking("mount storage", move || storage::mount(&s, &sysfs)).await??)
+    }
+
     async fn create_sandbox(&self, req: agent::CreateSandboxRequest) -> Result<(), AgentError> {
         if !req.hostname.is_empty() {
             nix::unistd::sethostname(&req.hostname)
                 .map_err(|e| AgentError::sys("sethostname")(e.into()))?;
         }
+        if !req.dns.is_empty() {
+            write_resolv_conf(&self.0.guest.etc_dir, &req.dns)?;
+        }
         for s in &req.storages {
-            let path = storage::mount(s)?;
+            let path = self.mount_storage(s.clone()).await?;
             self.0
                 .sandbox_mounts
                 .lock()
@@ -466,6 +537,20 @@ impl Service {
         self.0.shutdown.notify_one();
         Ok(())
     }
+}
+
+/// The sandbox's DNS lines (`nameserver 10.0.0.1`, `search x`) as the
+/// guest's resolv.conf, replaced atomically.
+fn write_resolv_conf(etc_dir: &std::path::Path, lines: &[String]) -> Result<(), AgentError> {
+    if let Some(bad) = lines.iter().find(|l| l.contains('\n')) {
+        return Err(AgentError::invalid("dns", format!("{bad:?} spans lines")));
+    }
+    let path = etc_dir.join("resolv.conf");
+    let tmp = etc_dir.join(".resolv.conf.hull");
+    std::fs::create_dir_all(etc_dir)
+        .and_then(|_| std::fs::write(&tmp, lines.join("\n") + "\n"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(AgentError::sys(format!("write {}", path.display())))
 }
 
 /// A cgroup can be removed only once the kernel has emptied it, which lags
@@ -653,8 +738,18 @@ impl agent_ttrpc::AgentService for Service {
         let (stats, pids) = blocking("stats task", move || cg.stats().map(|s| (s, cg.pids())))
             .await?
             .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
+        let net_dev = self
+            .0
+            .guest
+            .proc_root
+            .join(c.init.pid.to_string())
+            .join("net/dev");
+        let network_stats = std::fs::read_to_string(net_dev)
+            .map(|text| crate::stats::network_from_proc(&text))
+            .unwrap_or_default();
         Ok(agent::StatsContainerResponse {
             cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
+            network_stats,
             hull_pids: pids,
             ..Default::default()
         })
@@ -698,12 +793,10 @@ impl agent_ttrpc::AgentService for Service {
         let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
         let status = p.wait().await;
         // An exec'd process is forgotten once its exit is collected (as in
-        // Kata), so probes exec'ing every few seconds do not pile up.
-        if let Ok(c) = self.0.registry.get(&req.container_id) {
-            if p.exec_id != c.init.exec_id {
-                c.remove_exec(&p.exec_id);
-            }
-        }
+        // Kata), so probes exec'ing every few seconds do not pile up; but
+        // not before the RPC stdio path has read its output to the end.
+        p.mark_collected();
+        self.forget_exec_if_done(&req.container_id, &p);
         Ok(agent::WaitProcessResponse {
             status,
             ..Default::default()
@@ -719,7 +812,134 @@ impl agent_ttrpc::AgentService for Service {
             .registry
             .process(&req.container_id, &req.exec_id)?
             .io
-            .close_stdin();
+            .close_stdin()
+            .await;
+        Ok(Empty::new())
+    }
+
+    async fn write_stdin(
+        &self,
+        _: &TtrpcContext,
+        req: agent::WriteStreamRequest,
+    ) -> RpcResult<agent::WriteStreamResponse> {
+        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
+        let len = crate::stdio_rpc::write(&req.container_id, &p, &req.data).await?;
+        Ok(agent::WriteStreamResponse {
+            len,
+            ..Default::default()
+        })
+    }
+
+    async fn read_stdout(
+        &self,
+        _: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> RpcResult<agent::ReadStreamResponse> {
+        Ok(self.read_stream(req, StreamKind::Stdout).await?)
+    }
+
+    async fn read_stderr(
+        &self,
+        _: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> RpcResult<agent::ReadStreamResponse> {
+        Ok(self.read_stream(req, StreamKind::Stderr).await?)
+    }
+
+    async fn get_metrics(
+        &self,
+        _: &TtrpcContext,
+        _: agent::GetMetricsRequest,
+    ) -> RpcResult<agent::Metrics> {
+        let proc_root = self.0.guest.proc_root.clone();
+        let containers = self.0.registry.ids().len();
+        let metrics = blocking("metrics", move || {
+            crate::metrics::gather(&proc_root, containers)
+        })
+        .await?;
+        Ok(agent::Metrics {
+            metrics,
+            ..Default::default()
+        })
+    }
+
+    async fn online_cpu_mem(
+        &self,
+        _: &TtrpcContext,
+        req: agent::OnlineCPUMemRequest,
+    ) -> RpcResult<Empty> {
+        let (sysfs, log) = (self.0.guest.sysfs.clone(), self.0.log.clone());
+        let work = blocking("online CPUs and memory", move || {
+            sysfs.online_cpu_mem(req.nb_cpus, req.cpu_only)
+        });
+        if req.wait {
+            let (cpus, memory) = work.await?.map_err(AgentError::from)?;
+            slog::info!(self.0.log, "onlined"; "cpus" => cpus, "memory_blocks" => memory);
+        } else {
+            tokio::spawn(async move {
+                match work.await {
+                    Ok(Ok((cpus, memory))) => {
+                        slog::info!(log, "onlined"; "cpus" => cpus, "memory_blocks" => memory)
+                    }
+                    Ok(Err(e)) => slog::warn!(log, "online CPUs and memory failed"; "error" => %e),
+                    Err(e) => slog::warn!(log, "online CPUs and memory failed"; "error" => %e),
+                }
+            });
+        }
+        Ok(Empty::new())
+    }
+
+    async fn reseed_random_dev(
+        &self,
+        _: &TtrpcContext,
+        req: agent::ReseedRandomDevRequest,
+    ) -> RpcResult<Empty> {
+        let dev = std::path::Path::new("/dev/random");
+        crate::guest::reseed_random(dev, &req.data).map_err(AgentError::from)?;
+        Ok(Empty::new())
+    }
+
+    async fn get_guest_details(
+        &self,
+        _: &TtrpcContext,
+        req: agent::GuestDetailsRequest,
+    ) -> RpcResult<agent::GuestDetailsResponse> {
+        let g = &self.0.guest;
+        let mem_block_size_bytes = if req.mem_block_size {
+            g.sysfs.mem_block_size().map_err(AgentError::from)?
+        } else {
+            0
+        };
+        Ok(agent::GuestDetailsResponse {
+            mem_block_size_bytes,
+            support_mem_hotplug_probe: req.mem_hotplug_probe && g.sysfs.has_mem_hotplug_probe(),
+            agent_details: Some(agent::AgentDetails {
+                version: env!("CARGO_PKG_VERSION").into(),
+                init_daemon: g.is_pid1,
+                device_handlers: Vec::new(),
+                storage_handlers: storage::DRIVERS.iter().map(|d| d.to_string()).collect(),
+                supports_seccomp: crate::guest::supports_seccomp(&g.proc_root),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        })
+    }
+
+    async fn set_guest_date_time(
+        &self,
+        _: &TtrpcContext,
+        req: agent::SetGuestDateTimeRequest,
+    ) -> RpcResult<Empty> {
+        crate::guest::set_date_time(req.Sec, req.Usec).map_err(AgentError::from)?;
+        Ok(Empty::new())
+    }
+
+    async fn copy_file(&self, _: &TtrpcContext, req: agent::CopyFileRequest) -> RpcResult<Empty> {
+        let dir = self.0.guest.copy_dir.clone();
+        blocking("copy file", move || crate::copy_file::copy(&dir, &req))
+            .await?
+            .map_err(AgentError::from)?;
         Ok(Empty::new())
     }
 

@@ -66,7 +66,7 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
     }
     let reaper = Reaper::start(log.clone()).map_err(ServeError::Signals)?;
     let oom = OomWatcher::start(log.clone()).map_err(ServeError::Oom)?;
-    let service = Service::new(log.clone(), reaper, oom);
+    let service = Service::new(&cfg, log.clone(), reaper, oom);
     let (ttrpc_addr, streams) = match &cfg.endpoint {
         Endpoint::Vsock {
             agent_port,

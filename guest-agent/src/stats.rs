@@ -61,9 +61,67 @@ pub fn to_proto(s: &CgroupStats) -> agent::CgroupStats {
     }
 }
 
+/// Per-interface counters from a network namespace's `/proc/<pid>/net/dev`
+/// (the loopback left out, as Kata does).
+pub fn network_from_proc(text: &str) -> Vec<agent::NetworkStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let v: Vec<u64> = counters
+                .split_whitespace()
+                .map(|w| w.parse().unwrap_or(0))
+                .collect();
+            if name == "lo" || v.len() < 12 {
+                return None;
+            }
+            Some(agent::NetworkStats {
+                name: name.to_string(),
+                rx_bytes: v[0],
+                rx_packets: v[1],
+                rx_errors: v[2],
+                rx_dropped: v[3],
+                tx_bytes: v[8],
+                tx_packets: v[9],
+                tx_errors: v[10],
+                tx_dropped: v[11],
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_dev_counters_per_interface() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    5000      40    1    2    0     0          0         0     3000      30    3    4    0     0       0          0\n";
+        let stats = network_from_proc(text);
+        assert_eq!(stats.len(), 1);
+        let eth0 = &stats[0];
+        assert_eq!(eth0.name, "eth0");
+        assert_eq!(
+            (
+                eth0.rx_bytes,
+                eth0.rx_packets,
+                eth0.rx_errors,
+                eth0.rx_dropped
+            ),
+            (5000, 40, 1, 2)
+        );
+        assert_eq!(
+            (
+                eth0.tx_bytes,
+                eth0.tx_packets,
+                eth0.tx_errors,
+                eth0.tx_dropped
+            ),
+            (3000, 30, 3, 4)
+        );
+    }
 
     #[test]
     fn statistics_land_in_kata_fields() {

@@ -4,6 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use protocols::stream::{StreamHeader, StreamKind, MAX_HEADER_LEN};
@@ -12,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 
-use crate::container::Registry;
+use crate::container::{Process, Registry};
 use crate::errors::AgentError;
 use crate::listener::{Conn, StreamListener};
 
@@ -26,6 +27,8 @@ pub struct ProcessIo {
     pub tty: Option<OwnedFd>,
     stdin_closed: AtomicBool,
     close_stdin: Notify,
+    /// The streams as Kata's per-chunk RPCs use them.
+    pub rpc: crate::stdio_rpc::RpcStdio,
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
@@ -45,6 +48,7 @@ impl ProcessIo {
             tty,
             stdin_closed: AtomicBool::new(false),
             close_stdin: Notify::new(),
+            rpc: Default::default(),
         }
     }
 
@@ -92,7 +96,7 @@ impl ProcessIo {
         ))
     }
 
-    fn take(&self, kind: StreamKind) -> Option<OwnedFd> {
+    pub fn take(&self, kind: StreamKind) -> Option<OwnedFd> {
         let slot = match kind {
             StreamKind::Stdin => &self.stdin,
             StreamKind::Stdout => &self.stdout,
@@ -101,11 +105,43 @@ impl ProcessIo {
         slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// True if output nobody has attached to is waiting in its pipe.
+    pub fn unattached_output_waiting(&self) -> bool {
+        [&self.stdout, &self.stderr].into_iter().any(|slot| {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.as_ref().is_some_and(|fd| {
+                let mut n: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int through the pointer, which
+                // is valid for the call; the fd is an open pipe we own.
+                let rc = unsafe {
+                    libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(fd), libc::FIONREAD, &mut n)
+                };
+                rc == 0 && n > 0
+            })
+        })
+    }
+
     /// Closes the process's stdin, whether or not a stream is attached.
-    pub fn close_stdin(&self) {
+    pub async fn close_stdin(&self) {
         self.stdin_closed.store(true, Ordering::SeqCst);
         drop(self.take(StreamKind::Stdin));
         self.close_stdin.notify_waiters();
+        self.rpc.close_stdin().await;
+    }
+
+    pub fn stdin_closed(&self) -> bool {
+        self.stdin_closed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once CloseStdin is called (at once if it already was).
+    pub async fn stdin_close_requested(&self) {
+        let closed = self.close_stdin.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.stdin_closed() {
+            return;
+        }
+        closed.await
     }
 
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), AgentError> {
@@ -216,20 +252,76 @@ async fn attach(
     slog::debug!(log, "stream attached"; "container" => &header.container_id, "exec" => &header.exec_id, "stream" => header.kind.as_str());
     match header.kind {
         StreamKind::Stdin => copy_stdin(conn, fd, &process.io).await,
-        StreamKind::Stdout | StreamKind::Stderr => copy_output(fd, conn).await,
+        StreamKind::Stdout | StreamKind::Stderr => copy_output(fd, conn, &process).await,
     }
 }
 
-async fn copy_output(fd: OwnedFd, mut conn: Box<dyn Conn>) -> Result<(), AgentError> {
-    let mut rx =
-        pipe::Receiver::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdout pipe"))?;
+/// How long output may stay quiet after its process exited before the stream
+/// ends although a process the exited one left behind still holds it open
+/// (Kata #4747: a background child must not hang the exec).
+const QUIET_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// Reads `process`'s output; 0 is the end of the stream. Everything written
+/// before the process exited is read: a process's writes are in the pipe
+/// before the reaper sees it exit.
+pub async fn read_output(
+    rx: &mut pipe::Receiver,
+    buf: &mut [u8],
+    process: &Process,
+) -> std::io::Result<usize> {
+    let read = loop {
+        if process.exit_code().is_some() {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, rx.read(buf)).await {
+                Ok(r) => break r,
+                Err(_) => return Ok(0),
+            }
+        }
+        tokio::select! {
+            biased;
+            r = rx.read(buf) => break r,
+            _ = process.wait() => continue,
+        }
+    };
+    match read {
+        // A pty master reads EIO once the last slave holder is gone.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+        r => r,
+    }
+}
+
+/// The runtime polls the fd; a blocking read on it would stall a worker.
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), AgentError> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| AgentError::sys("F_GETFL")(e.into()))?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| AgentError::sys("F_SETFL")(e.into()))?;
+    Ok(())
+}
+
+/// A process's output (a pipe or a pty master) as an async reader.
+pub fn output_pipe(fd: OwnedFd) -> Result<pipe::Receiver, AgentError> {
+    set_nonblocking(&fd)?;
+    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(AgentError::sys("output pipe"))
+}
+
+/// A process's stdin (a pipe or a pty master) as an async writer.
+pub fn input_pipe(fd: OwnedFd) -> Result<pipe::Sender, AgentError> {
+    set_nonblocking(&fd)?;
+    pipe::Sender::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdin pipe"))
+}
+
+async fn copy_output(
+    fd: OwnedFd,
+    mut conn: Box<dyn Conn>,
+    process: &Process,
+) -> Result<(), AgentError> {
+    let mut rx = output_pipe(fd)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match rx.read(&mut buf).await {
+        let n = match read_output(&mut rx, &mut buf, process).await {
             Ok(0) => break,
             Ok(n) => n,
-            // A pty master reads EIO once the last slave holder is gone.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) => return Err(AgentError::sys("read process output")(e)),
         };
         conn.write_all(&buf[..n])
@@ -246,15 +338,11 @@ async fn copy_stdin(
     fd: OwnedFd,
     io: &ProcessIo,
 ) -> Result<(), AgentError> {
-    let mut tx =
-        pipe::Sender::from_owned_fd_unchecked(fd).map_err(AgentError::sys("stdin pipe"))?;
+    let mut tx = input_pipe(fd)?;
     let mut buf = vec![0u8; 64 * 1024];
-    let closed = io.close_stdin.notified();
+    let closed = io.stdin_close_requested();
     tokio::pin!(closed);
     loop {
-        if io.stdin_closed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
         let n = tokio::select! {
             r = conn.read(&mut buf) => r.map_err(AgentError::sys("read stdin stream"))?,
             _ = &mut closed => return Ok(()),

@@ -172,6 +172,11 @@ impl ContainerCgroup {
             .then(|| hierarchies::auto().root().join(&self.path))
     }
 
+    /// The cgroup's directory in the v1 memory hierarchy; None on v2.
+    pub fn memory_v1_dir(&self) -> Option<std::path::PathBuf> {
+        (!self.cgroup.v2()).then(|| hierarchies::auto().root().join("memory").join(&self.path))
+    }
+
     /// The cgroup's resource statistics.
     pub fn stats(&self) -> Result<crate::stats::CgroupStats, crate::stats::StatsError> {
         if let Some(dir) = self.v2_dir() {
