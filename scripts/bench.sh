@@ -60,6 +60,31 @@ stop_task() {
   ctr --address "$sock" -n bench container delete "$1" >/dev/null 2>&1 || true
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+
+# The agent in the running sandbox, through hull-agentctl on the VM's vsock
+# socket: RPC round trips, stdout throughput by path next to raw vsock in
+# the same VM, and the agent's memory with 10 more containers.
+agent_bench() { # sandbox id
+  local ctl="target/release/hull-agentctl --vm-socket /run/hull/$1/vsock.sock"
+  local rpc stdio rss
+  rpc=$($ctl bench-rpc --count 200)
+  stdio=$($ctl bench-stdio --container "$1" --mib 64 --source-binary target/x86_64-unknown-linux-gnu/release/hull-agent)
+  rss=$($ctl bench-containers --container "$1" --count 10)
+  local vs raw rpcs
+  vs=$(grep 'path=raw-vsock ' <<<"$stdio" | field mb_per_s)
+  raw=$(grep 'path=raw-stream ' <<<"$stdio" | field mb_per_s)
+  rpcs=$(grep 'path=read-stdout-rpc ' <<<"$stdio" | field mb_per_s)
+  printf '\nagent in the VM (hull-agentctl over the VM vsock socket)\n'
+  printf '%-44s %8s us (p99 %s us)\n' "RPC round trip, Health.Check, median of 200" \
+    "$(field median <<<"$rpc")" "$(field p99 <<<"$rpc")"
+  printf '%-44s %10s %8s\n' "stdout of head -c 64MiB /dev/zero" "MB/s" "ratio"
+  printf '%-44s %10s %8s\n' "raw vsock (helper writing to vsock)" "$vs" "1.00"
+  printf '%-44s %10s %8s\n' "Hull raw stream (pipe -> agent -> vsock)" "$raw" "$(awk -v a="$raw" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
+  printf '%-44s %10s %8s\n' "Kata ReadStdout RPC (1 MiB per call)" "$rpcs" "$(awk -v a="$rpcs" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
+  printf '%-44s %8s kB\n' "agent RSS, $(sed -n 1p <<<"$rss" | field containers) container(s)" "$(sed -n 1p <<<"$rss" | field rss_kb)"
+  printf '%-44s %8s kB\n' "agent RSS, $(sed -n 2p <<<"$rss" | field containers) containers" "$(sed -n 2p <<<"$rss" | field rss_kb)"
+}
 
 hull_exec=$(exec_runs io.containerd.hull.v2 | median)
 hid="bench-exec-io.containerd.hull.v2-$$"
@@ -67,6 +92,7 @@ shim_pid=$(pgrep -f "containerd-shim-hull-v2 .*-id $hid" | head -1)
 qemu_pid=$(pgrep -f "qemu-system.*hull-$hid" | head -1)
 shim_rss=$(rss_kb "$shim_pid")
 qemu_rss=$(rss_kb "$qemu_pid")
+agent_bench "$hid"
 stop_task "$hid"
 runc_exec=$(exec_runs io.containerd.runc.v2 | median)
 rid="bench-exec-io.containerd.runc.v2-$$"

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 install -D -m 755 target/release/containerd-shim-hull-v2 /usr/local/bin/containerd-shim-hull-v2
 install -D -m 755 target/release/hull-check /usr/local/bin/hull-check
+install -D -m 755 target/release/hull-agentctl /usr/local/bin/hull-agentctl
 install -D -m 644 build/guest/vmlinux /usr/local/share/hull/vmlinux
 install -D -m 644 build/guest/initrd.img /usr/local/share/hull/initrd.img
 for helper in vhost-device-vsock virtiofsd; do
@@ -15,4 +16,4 @@ if [ ! -f /etc/hull/configuration.toml ]; then
   install -D -m 644 config/configuration.toml /etc/hull/configuration.toml
   echo "install: wrote /etc/hull/configuration.toml"
 fi
-echo "install: containerd-shim-hull-v2, hull-check, guest image and helpers installed"
+echo "install: containerd-shim-hull-v2, hull-check, hull-agentctl, guest image and helpers installed"

@@ -4,6 +4,13 @@
 //! `hull-agent init --sync-fd N` is the container init re-exec: it must be
 //! dispatched before any thread exists, so it is checked first.
 
+// PID 1 must never panic on a path the host can reach (tests may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::unwrap_used)
+)]
+
+mod bench_source;
 mod config;
 mod container;
 mod copy_file;
@@ -28,8 +35,10 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("init") {
-        run_container_init(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("init") => run_container_init(&args[2..]),
+        Some("vsock-source") => std::process::exit(bench_source::run(&args[2..])),
+        _ => {}
     }
     if std::process::id() == 1 {
         if let Err(e) = early_pid1() {

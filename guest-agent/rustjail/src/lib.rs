@@ -7,6 +7,12 @@
 //! from the [`config::InitConfig`] it receives: namespaces, cgroup join,
 //! mounts and rootfs, devices, user, capabilities, and finally `execve`.
 
+// PID 1 must never panic on a path the host can reach (tests may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::unwrap_used)
+)]
+
 pub mod caps;
 pub mod cgroup_mount;
 pub mod cgroups;

@@ -1,6 +1,7 @@
 //! The cases: each drives `ctr` and checks what a runc user would see.
 //! This module holds the list and the helpers the case modules share.
 
+mod agent;
 mod config;
 mod cri;
 mod failure;
@@ -11,13 +12,14 @@ mod run;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use self::{config::*, cri::*, failure::*, inside::*, network::*, run::*};
+use self::{agent::*, config::*, cri::*, failure::*, inside::*, network::*, run::*};
 use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
 
 pub const ALL: &[(&str, Case)] = &[
     ("runs_in_its_own_vm", runs_in_its_own_vm),
+    ("agent_api_answers_in_the_vm", agent_api_answers_in_the_vm),
     ("exit_code_propagates", exit_code_propagates),
     (
         "stdout_and_stderr_are_separate",
