@@ -17,8 +17,10 @@ build:
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p hull-agent --target $(TARGET)
 
+# The debug image adds a shell (static busybox) for hull.debug_console=on.
 image: agent build
 	target/release/hull-image --agent $(AGENT) --out $(GUEST)
+	target/release/hull-image --agent $(AGENT) --out $(GUEST)-debug --debug-shell /bin/busybox
 
 install: image
 	bash scripts/install.sh

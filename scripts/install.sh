@@ -8,6 +8,7 @@ install -D -m 755 target/release/hull-check /usr/local/bin/hull-check
 install -D -m 755 target/release/hull-agentctl /usr/local/bin/hull-agentctl
 install -D -m 644 build/guest/vmlinux /usr/local/share/hull/vmlinux
 install -D -m 644 build/guest/initrd.img /usr/local/share/hull/initrd.img
+install -D -m 644 build/guest-debug/initrd.img /usr/local/share/hull/initrd-debug.img
 for helper in vhost-device-vsock virtiofsd; do
   src=$(command -v "$helper" || echo "$HOME/.cargo/bin/$helper")
   [ "$src" = "/usr/local/bin/$helper" ] || install -m 755 "$src" "/usr/local/bin/$helper"

@@ -14,6 +14,7 @@ mod bench_source;
 mod config;
 mod container;
 mod copy_file;
+mod debug_console;
 mod errors;
 mod guest;
 mod listener;
@@ -93,6 +94,11 @@ fn agent_main(cfg: config::AgentConfig) -> i32 {
         // The vsock driver is loaded now.
         if let Err(e) = host_log.serve() {
             slog::warn!(log, "agent logs stay on the console: cannot serve the log port"; "error" => %e);
+        }
+    }
+    if cfg.debug_console && matches!(cfg.endpoint, config::Endpoint::Vsock { .. }) {
+        if let Err(e) = debug_console::serve(log.clone()) {
+            slog::error!(log, "cannot serve the debug console"; "error" => %e);
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -35,6 +35,18 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), AgentError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| AgentError::sys("pipe")(e.into()))
 }
 
+/// Output pipe capacity: fewer, larger reads and stream writes, which is
+/// what throughput depends on where every guest exit is costly.
+const OUTPUT_PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Best effort: the default 64 KiB still works, only slower.
+fn enlarge(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
+}
+
+/// Bytes moved per read and stream write.
+const COPY_BUF: usize = 256 * 1024;
+
 fn dup(fd: &OwnedFd) -> Result<OwnedFd, AgentError> {
     fd.try_clone().map_err(AgentError::sys("dup"))
 }
@@ -52,11 +64,13 @@ impl ProcessIo {
         }
     }
 
-    /// Three pipes.
+    /// Three pipes; the output ones enlarged so each read takes more at once.
     pub fn pipes() -> Result<(Self, InitStdio), AgentError> {
         let (in_r, in_w) = pipe_pair()?;
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
+        enlarge(&out_r);
+        enlarge(&err_r);
         Ok((
             ProcessIo::new(in_w, out_r, Some(err_r), None),
             InitStdio {
@@ -317,7 +331,7 @@ async fn copy_output(
     process: &Process,
 ) -> Result<(), AgentError> {
     let mut rx = output_pipe(fd)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; COPY_BUF];
     loop {
         let n = match read_output(&mut rx, &mut buf, process).await {
             Ok(0) => break,

@@ -1,6 +1,10 @@
 //! hull-image: builds `vmlinux` and `initrd.img` for Hull's guest.
 //!
 //! usage: hull-image --agent PATH --out DIR [--kernel-version VERSION]
+//!                   [--debug-shell STATIC_BUSYBOX]
+//!
+//! `--debug-shell` adds a static busybox as `/bin/sh`, for the agent's
+//! debug console (`hull.debug_console=on`); production images carry no shell.
 
 use std::path::{Path, PathBuf};
 
@@ -12,12 +16,14 @@ struct Args {
     agent: PathBuf,
     out: PathBuf,
     kernel_version: Option<String>,
+    debug_shell: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut agent = None;
     let mut out = None;
     let mut kernel_version = None;
+    let mut debug_shell = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -25,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
             "--agent" => agent = Some(PathBuf::from(value()?)),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--kernel-version" => kernel_version = Some(value()?),
+            "--debug-shell" => debug_shell = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -32,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
         agent: agent.ok_or("--agent is required")?,
         out: out.ok_or("--out is required")?,
         kernel_version,
+        debug_shell,
     })
 }
 
@@ -94,6 +102,22 @@ fn build(args: &Args) -> Result<(), String> {
     );
     for dir in ["proc", "sys", "run", "tmp", "etc/hull"] {
         archive.add(dir, Entry::Dir { mode: 0o755 });
+    }
+    if let Some(busybox) = &args.debug_shell {
+        archive.add("bin", Entry::Dir { mode: 0o755 });
+        archive.add(
+            "bin/busybox",
+            Entry::File {
+                mode: 0o755,
+                data: read(busybox)?,
+            },
+        );
+        archive.add(
+            "bin/sh",
+            Entry::Symlink {
+                target: "busybox".into(),
+            },
+        );
     }
     let mut list = String::new();
     for rel in &order {

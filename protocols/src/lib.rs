@@ -31,6 +31,9 @@ pub const LOG_PORT: u32 = 1026;
 /// connection attempts away from a guest whose vsock driver is not up yet,
 /// which can wedge vhost-device-vsock.
 pub const READY_PORT: u32 = 1027;
+/// vsock port of the agent's debug console (a shell in the guest), served
+/// only with `hull.debug_console=on`.
+pub const DEBUG_CONSOLE_PORT: u32 = 1028;
 /// The line the agent sends on [`READY_PORT`].
 pub const READY_LINE: &str = "READY\n";
 /// Namespace paths under this prefix name another container's namespaces

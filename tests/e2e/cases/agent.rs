@@ -3,6 +3,9 @@
 //! stdio paths and raw vsock (with CopyFile placing the helper), and
 //! containers created directly in the running sandbox.
 
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
 use super::{expect_success, stdout, Detached};
 use crate::env::{run, Env};
 
@@ -74,6 +77,64 @@ pub(super) fn agent_api_answers_in_the_vm(env: &Env) -> Result<(), String> {
     let rpc = agentctl(env, &task.id, &["bench-rpc", "--count", "20"])?;
     if !rpc.contains("count=20") {
         return Err(format!("RPC round trips not measured:\n{rpc}"));
+    }
+    Ok(())
+}
+
+/// Off by default: no console port. With `hull.debug_console=on` and the
+/// debug image, a shell in the guest answers through `hull-agentctl console`.
+pub(super) fn debug_console_only_when_enabled(env: &Env) -> Result<(), String> {
+    let task = Detached::start(env, "noconsole", &["sleep", "1000"])?;
+    let sock = env.state_dir.join(&task.id).join("vsock.sock");
+    let o = run(std::process::Command::new("hull-agentctl")
+        .arg("--vm-socket")
+        .arg(&sock)
+        .arg("console")
+        .stdin(std::process::Stdio::null()))?;
+    if o.status.success() {
+        return Err(format!("a console answered by default: {}", stdout(&o)));
+    }
+    drop(task);
+
+    let alt = env.path("debug-console.toml");
+    let debug = env
+        .good_config()
+        .replace("initrd.img", "initrd-debug.img")
+        .replace(
+            "kernel_params = \"\"",
+            "kernel_params = \"hull.debug_console=on\"",
+        );
+    if !debug.contains("initrd-debug.img") || !debug.contains("hull.debug_console=on") {
+        return Err("test bug: initrd or kernel_params not in the configuration".into());
+    }
+    std::fs::write(&alt, &debug).map_err(|e| e.to_string())?;
+    let option = ["--runtime-config-path", alt.to_str().unwrap_or_default()];
+    let task = Detached::start_with(env, "console", &option, &["sleep", "1000"])?;
+    let sock = env.state_dir.join(&task.id).join("vsock.sock");
+    let mut child = std::process::Command::new("hull-agentctl")
+        .arg("--vm-socket")
+        .arg(&sock)
+        .arg("console")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        stdin
+            .write_all(b"echo guest-$((40+2)); cat /proc/1/comm\n")
+            .map_err(|e| e.to_string())?;
+    }
+    let o = crate::env::finish(child, Duration::from_secs(60))?;
+    let out = stdout(&o);
+    if !out.contains("guest-42") || !out.contains("init") {
+        return Err(format!(
+            "debug console output: {out:?} {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
     }
     Ok(())
 }

@@ -20,6 +20,10 @@ type Case = fn(&Env) -> Result<(), String>;
 pub const ALL: &[(&str, Case)] = &[
     ("runs_in_its_own_vm", runs_in_its_own_vm),
     ("agent_api_answers_in_the_vm", agent_api_answers_in_the_vm),
+    (
+        "debug_console_only_when_enabled",
+        debug_console_only_when_enabled,
+    ),
     ("exit_code_propagates", exit_code_propagates),
     (
         "stdout_and_stderr_are_separate",

@@ -146,13 +146,20 @@ async fn drain(mut r: impl AsyncReadExt + Unpin) -> Result<u64, CtlError> {
     }
 }
 
+/// Size of each write of the producers: `dd` in the stdio paths, the
+/// helper on raw vsock, so the paths differ only in how bytes leave the VM.
+pub const BLOCK: u64 = 256 * 1024;
+
 fn zeros_command(bytes: u64) -> Vec<String> {
-    vec![
-        "head".into(),
-        "-c".into(),
-        bytes.to_string(),
-        "/dev/zero".into(),
+    let count = bytes.div_ceil(BLOCK);
+    [
+        "dd",
+        "if=/dev/zero",
+        &format!("bs={BLOCK}"),
+        &format!("count={count}"),
     ]
+    .map(String::from)
+    .to_vec()
 }
 
 async fn raw_path(t: &Target, a: &Agent, b: &StdioBench, exec_id: &str) -> Result<u64, CtlError> {
@@ -237,14 +244,23 @@ async fn vsock_path(
     b: &StdioBench,
     exec_id: &str,
     helper: &str,
+    piped: bool,
 ) -> Result<u64, CtlError> {
     const PORT: u32 = 5099;
-    let args = vec![
-        helper.to_string(),
-        "vsock-source".into(),
-        PORT.to_string(),
-        b.bytes.to_string(),
-    ];
+    let args = if piped {
+        // The stdio paths' producer, piped straight into vsock: the same
+        // copies as a relay, without the agent.
+        let dd = zeros_command(b.bytes).join(" ");
+        let line = format!("{dd} 2>/dev/null | {helper} vsock-source {PORT} -");
+        vec!["sh".to_string(), "-c".into(), line]
+    } else {
+        vec![
+            helper.to_string(),
+            "vsock-source".into(),
+            PORT.to_string(),
+            b.bytes.to_string(),
+        ]
+    };
     exec(a, &b.container, exec_id, &args).await?;
     let start = Instant::now();
     let s = loop {
@@ -279,6 +295,11 @@ fn report(path: &str, bytes: u64, expected: u64, took: Duration) -> Result<f64, 
 /// Hull's raw stream and through ReadStdout, and the raw vsock figure of the
 /// same VM.
 pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(), CtlError> {
+    if !b.bytes.is_multiple_of(BLOCK) {
+        return Err(CtlError::Usage(format!(
+            "--mib must give a multiple of {BLOCK} bytes"
+        )));
+    }
     let tag = std::process::id();
     let started = Instant::now();
     let n = raw_path(t, a, b, &format!("bench-raw-{tag}")).await?;
@@ -289,9 +310,12 @@ pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(
     match (t, &b.source_binary) {
         (Target::Vm(_), Some(binary)) => {
             let helper = copy_source(a, b, binary).await?;
-            let started = Instant::now();
-            let n = vsock_path(t, a, b, &format!("bench-vsock-{tag}"), &helper).await?;
-            report("raw-vsock", n, b.bytes, started.elapsed())?;
+            for (path, piped) in [("raw-vsock", false), ("dd-piped-to-vsock", true)] {
+                let started = Instant::now();
+                let exec_id = format!("bench-{path}-{tag}");
+                let n = vsock_path(t, a, b, &exec_id, &helper, piped).await?;
+                report(path, n, b.bytes, started.elapsed())?;
+            }
         }
         _ => println!("stdio_throughput path=raw-vsock skipped (needs a VM and --source-binary)"),
     }

@@ -6,6 +6,7 @@
 //! ```text
 //! hull-agentctl (--vm-socket PATH | --unix-dir DIR) COMMAND
 //!   health | version | details | metrics
+//!   console          (the debug console: stdin to a guest shell, its output back)
 //!   bench-rpc [--count N]
 //!   bench-stdio --container ID [--mib N] [--source-binary PATH]
 //!   bench-containers --container ID [--count N]
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use target::Target;
 
 const USAGE: &str = "usage: hull-agentctl (--vm-socket PATH | --unix-dir DIR) \
-(health | version | details | metrics | bench-rpc [--count N] | \
+(health | version | details | metrics | console | bench-rpc [--count N] | \
 bench-stdio --container ID [--mib N] [--source-binary PATH] | \
 bench-containers --container ID [--count N])";
 
@@ -95,6 +96,9 @@ async fn run(args: Vec<String>) -> Result<(), CtlError> {
         return Err(CtlError::Usage("no command".into()));
     };
     let opts = Options(opts.to_vec());
+    if command == "console" {
+        return console(&target).await;
+    }
     let agent = target.client().await?;
     match command.as_str() {
         "health" | "version" | "details" | "metrics" => bench::show(&agent, command).await,
@@ -121,6 +125,32 @@ async fn run(args: Vec<String>) -> Result<(), CtlError> {
         }
         other => Err(CtlError::Usage(format!("unknown command {other:?}"))),
     }
+}
+
+/// Copies stdin to the guest's debug console and its output to stdout,
+/// until the shell ends.
+async fn console(target: &Target) -> Result<(), CtlError> {
+    let conn = target
+        .connect(protocols::DEBUG_CONSOLE_PORT)
+        .await
+        .map_err(|e| {
+            CtlError::Failed(format!(
+                "{e} (is hull.debug_console=on in the VM's kernel_params?)"
+            ))
+        })?;
+    let (mut from_guest, mut to_guest) = conn.into_split();
+    let input = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to_guest).await;
+        // End of input ends the session. A half-close does not survive the
+        // hybrid vsock bridge (the whole connection goes, and the shell's
+        // last output with it), so the shell is asked to exit instead and
+        // its output keeps coming until it has.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut to_guest, b"\nexit\n").await;
+        std::future::pending::<()>().await;
+    });
+    let copied = tokio::io::copy(&mut from_guest, &mut tokio::io::stdout()).await;
+    input.abort();
+    copied.map(drop).map_err(io_err("debug console"))
 }
 
 fn main() {
