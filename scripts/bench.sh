@@ -65,6 +65,32 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # The agent in the running sandbox, through hull-agentctl on the VM's vsock
 # socket: RPC round trips, stdout throughput by path next to raw vsock in
 # the same VM, and the agent's memory with 10 more containers.
+# The same agent binary as an ordinary process on this host (no VM, no
+# TCG): RPC round trips and its memory with 10 containers.
+host_agent_bench() {
+  local dir pid rootfs
+  dir=$(mktemp -d /tmp/hull-agent-bench.XXXXXX)
+  rootfs="$dir/rootfs"
+  mkdir -p "$rootfs"/{bin,proc,dev,sys,tmp,etc}
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for a in $("$rootfs/bin/busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$rootfs/bin/$a"; done
+  unshare --net --uts --mount --propagation private -- \
+    target/x86_64-unknown-linux-gnu/release/hull-agent --unix-dir "$dir" >"$dir/agent.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do [ -S "$dir/agent.sock" ] && break; sleep 0.05; done
+  local ctl="target/release/hull-agentctl --unix-dir $dir" rpc rss
+  rpc=$($ctl bench-rpc --count 1000)
+  rss=$($ctl bench-containers --rootfs "$rootfs" --count 10)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+  rmdir /sys/fs/cgroup/*/hull-bench /sys/fs/cgroup/hull-bench 2>/dev/null || true
+  printf '\nagent as a process on this host (Unix socket, no VM)\n'
+  printf '%-44s %8s us (p99 %s us)\n' "RPC round trip, Health.Check, median of 1000" \
+    "$(field median <<<"$rpc")" "$(field p99 <<<"$rpc")"
+  printf '%-44s %8s kB\n' "agent RSS, idle" "$(sed -n 1p <<<"$rss" | field rss_kb)"
+  printf '%-44s %8s kB\n' "agent RSS, 10 containers" "$(sed -n 2p <<<"$rss" | field rss_kb)"
+}
+
 agent_bench() { # sandbox id
   local ctl="target/release/hull-agentctl --vm-socket /run/hull/$1/vsock.sock"
   local rpc stdio rss
@@ -96,6 +122,7 @@ shim_rss=$(rss_kb "$shim_pid")
 qemu_rss=$(rss_kb "$qemu_pid")
 agent_bench "$hid"
 stop_task "$hid"
+host_agent_bench
 runc_exec=$(exec_runs io.containerd.runc.v2 | median)
 rid="bench-exec-io.containerd.runc.v2-$$"
 runc_shim_rss=$(rss_kb "$(pgrep -f "containerd-shim-runc-v2 .*-id $rid" | head -1)")

@@ -256,9 +256,13 @@ impl Agent {
     }
 
     pub async fn remove(&self, id: &str) -> RpcResult<()> {
+        self.remove_within(id, 10).await
+    }
+
+    pub async fn remove_within(&self, id: &str, timeout: u32) -> RpcResult<()> {
         let req = agent::RemoveContainerRequest {
             container_id: id.into(),
-            timeout: 10,
+            timeout,
             ..Default::default()
         };
         self.agent.remove_container(ctx(), &req).await.map(drop)
@@ -357,6 +361,24 @@ impl Agent {
         req.method = method.into();
         req.timeout_nano = Duration::from_secs(10).as_nanos() as i64;
         self.client.request(req).await.map(|r| r.payload)
+    }
+
+    /// Freezes (or thaws) the parent of every container cgroup of this
+    /// agent from outside, as an operator or a stuck host could: thawing a
+    /// container's own cgroup does not undo it.
+    pub fn freeze_parent(&self, frozen: bool) {
+        let v2 = Path::new("/sys/fs/cgroup")
+            .join(&self.cgroup)
+            .join("cgroup.freeze");
+        let v1 = Path::new("/sys/fs/cgroup/freezer")
+            .join(&self.cgroup)
+            .join("freezer.state");
+        let (file, value) = if v2.exists() {
+            (v2, if frozen { "1" } else { "0" })
+        } else {
+            (v1, if frozen { "FROZEN" } else { "THAWED" })
+        };
+        std::fs::write(&file, value).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 
     /// Cgroup directories of this agent's containers (v1: below every

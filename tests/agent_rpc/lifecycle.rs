@@ -343,3 +343,24 @@ async fn slow_rpcs_do_not_block_others() {
         "hull-never-appears",
     );
 }
+
+/// RemoveContainer gives up after its timeout when the processes cannot die
+/// (frozen from outside the container's cgroup), says so, and keeps the
+/// container so a later call can finish the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_honours_its_timeout() {
+    let a = Agent::start().await;
+    a.run("t", &["sleep", "100"]).await;
+    a.freeze_parent(true);
+    let started = Instant::now();
+    let r = a.remove_within("t", 2).await;
+    let took = started.elapsed();
+    a.freeze_parent(false);
+    assert_code(r, Code::DEADLINE_EXCEEDED, "\"t\"");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    a.remove_within("t", 10).await.expect("remove once thawed");
+    assert_code(a.wait("t", "").await, Code::NOT_FOUND, "t");
+}

@@ -322,13 +322,12 @@ pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(
     Ok(())
 }
 
-/// The agent's resident memory with no extra containers and with `count`
-/// more, each a `sleep` in the read-only root of `container`.
-pub async fn containers_rss(a: &Agent, container: &str, count: usize) -> Result<(), CtlError> {
+/// The agent's resident memory before and after `count` more containers,
+/// each a `sleep` in the read-only root `root` (a guest path).
+pub async fn containers_rss(a: &Agent, root: &str, count: usize) -> Result<(), CtlError> {
     let before = metrics(a).await?;
     let rss_before = sample(&before, "hull_agent_resident_memory_bytes")?;
     let held = sample(&before, "hull_agent_containers")?;
-    let root = format!("{}/{container}/rootfs", crate::target::GUEST_SHARED_DIR);
     let ids: Vec<String> = (0..count)
         .map(|i| format!("bench-rss-{}-{i}", std::process::id()))
         .collect();

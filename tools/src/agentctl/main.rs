@@ -9,7 +9,7 @@
 //!   console          (the debug console: stdin to a guest shell, its output back)
 //!   bench-rpc [--count N]
 //!   bench-stdio --container ID [--mib N] [--source-binary PATH]
-//!   bench-containers --container ID [--count N]
+//!   bench-containers (--container ID | --rootfs PATH) [--count N]
 //! ```
 
 mod bench;
@@ -22,7 +22,7 @@ use target::Target;
 const USAGE: &str = "usage: hull-agentctl (--vm-socket PATH | --unix-dir DIR) \
 (health | version | details | metrics | console | bench-rpc [--count N] | \
 bench-stdio --container ID [--mib N] [--source-binary PATH] | \
-bench-containers --container ID [--count N])";
+bench-containers (--container ID | --rootfs PATH) [--count N])";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -120,8 +120,16 @@ async fn run(args: Vec<String>) -> Result<(), CtlError> {
             bench::stdio_throughput(&target, &agent, &spec).await
         }
         "bench-containers" => {
-            let container = opts.required("--container")?;
-            bench::containers_rss(&agent, container, opts.number("--count", 10)? as usize).await
+            // A sandbox container's root as the guest sees it, or any root.
+            let root = match opts.value("--rootfs") {
+                Some(r) => r.to_string(),
+                None => format!(
+                    "{}/{}/rootfs",
+                    target::GUEST_SHARED_DIR,
+                    opts.required("--container")?
+                ),
+            };
+            bench::containers_rss(&agent, &root, opts.number("--count", 10)? as usize).await
         }
         other => Err(CtlError::Usage(format!("unknown command {other:?}"))),
     }
