@@ -61,6 +61,21 @@ pub fn rootfs() -> &'static Path {
     })
 }
 
+/// `spec` without a namespace of type `t`: the container shares the
+/// agent's.
+pub fn share_agent_namespace(spec: &mut Spec, t: oci_spec::runtime::LinuxNamespaceType) {
+    let mut linux = spec.linux().clone().expect("linux");
+    let ns: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.typ() != t)
+        .collect();
+    linux.set_namespaces(Some(ns));
+    spec.set_linux(Some(linux));
+}
+
 pub fn code(e: &ttrpc::Error) -> ttrpc::Code {
     match e {
         ttrpc::Error::RpcStatus(s) => s.code(),

@@ -209,16 +209,8 @@ async fn sandbox_hostname_and_dns() {
     // The agent's UTS namespace has the sandbox's name; a container without
     // its own UTS namespace sees it.
     let mut spec = a.spec("h", &["hostname"]);
-    let mut linux = spec.linux().clone().expect("linux");
-    let ns: Vec<_> = linux
-        .namespaces()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Uts)
-        .collect();
-    linux.set_namespaces(Some(ns));
-    spec.set_linux(Some(linux)).set_hostname(None);
+    crate::fixture::share_agent_namespace(&mut spec, oci_spec::runtime::LinuxNamespaceType::Uts);
+    spec.set_hostname(None);
     a.create("h", &spec).await.expect("create");
     a.start_container("h").await.expect("start");
     assert_eq!(

@@ -164,16 +164,10 @@ async fn interfaces_routes_neighbours_and_counters() {
     // A container in the agent's network namespace: its traffic (ARP for
     // an absent host) shows in StatsContainer's network counters.
     let mut spec = a.spec("n", &["sh", "-c", "ping -c 2 -W 1 10.99.0.9; sleep 100"]);
-    let mut linux = spec.linux().clone().expect("linux");
-    let ns: Vec<_> = linux
-        .namespaces()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
-        .collect();
-    linux.set_namespaces(Some(ns));
-    spec.set_linux(Some(linux));
+    crate::fixture::share_agent_namespace(
+        &mut spec,
+        oci_spec::runtime::LinuxNamespaceType::Network,
+    );
     a.create("n", &spec).await.expect("create");
     a.start_container("n").await.expect("start");
     let stats_req = agent::StatsContainerRequest {
