@@ -97,19 +97,19 @@ agent_bench() { # sandbox id
   rpc=$($ctl bench-rpc --count 200)
   stdio=$($ctl bench-stdio --container "$1" --mib 64 --source-binary target/x86_64-unknown-linux-gnu/release/hull-agent)
   rss=$($ctl bench-containers --container "$1" --count 10)
-  local vs piped raw rpcs
+  local vs dd raw rpcs
   vs=$(grep 'path=raw-vsock ' <<<"$stdio" | field mb_per_s)
-  piped=$(grep 'path=dd-piped-to-vsock ' <<<"$stdio" | field mb_per_s)
+  dd=$(grep 'path=dd-raw-stream ' <<<"$stdio" | field mb_per_s)
   raw=$(grep 'path=raw-stream ' <<<"$stdio" | field mb_per_s)
   rpcs=$(grep 'path=read-stdout-rpc ' <<<"$stdio" | field mb_per_s)
   printf '\nagent in the VM (hull-agentctl over the VM vsock socket)\n'
   printf '%-44s %8s us (p99 %s us)\n' "RPC round trip, Health.Check, median of 200" \
     "$(field median <<<"$rpc")" "$(field p99 <<<"$rpc")"
-  printf '%-44s %10s %8s\n' "64 MiB in 256 KiB writes, guest to host" "MB/s" "ratio"
-  printf '%-44s %10s %8s\n' "raw vsock (helper writing zeros to vsock)" "$vs" "1.00"
-  printf '%-44s %10s %8s\n' "dd | helper to vsock (no agent)" "$piped" "$(awk -v a="$piped" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
-  printf '%-44s %10s %8s\n' "dd stdout, Hull raw stream (agent relays)" "$raw" "$(awk -v a="$raw" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
-  printf '%-44s %10s %8s\n' "dd stdout, Kata ReadStdout RPC (1 MiB/call)" "$rpcs" "$(awk -v a="$rpcs" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
+  printf '%-44s %10s %8s\n' "64 MiB guest to host, 256 KiB writes" "MB/s" "ratio"
+  printf '%-44s %10s %8s\n' "raw vsock (helper writes to vsock)" "$vs" "1.00"
+  printf '%-44s %10s %8s\n' "Hull raw stream (helper's stdout)" "$raw" "$(awk -v a="$raw" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
+  printf '%-44s %10s %8s\n' "Kata ReadStdout RPC (helper's stdout)" "$rpcs" "$(awk -v a="$rpcs" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
+  printf '%-44s %10s %8s\n' "Hull raw stream (dd if=/dev/zero's stdout)" "$dd" "$(awk -v a="$dd" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
   printf '%-44s %8s kB\n' "agent RSS, $(sed -n 1p <<<"$rss" | field containers) container(s)" "$(sed -n 1p <<<"$rss" | field rss_kb)"
   printf '%-44s %8s kB\n' "agent RSS, $(sed -n 2p <<<"$rss" | field containers) containers" "$(sed -n 2p <<<"$rss" | field rss_kb)"
 }

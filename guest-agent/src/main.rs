@@ -38,7 +38,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("init") => run_container_init(&args[2..]),
-        Some("vsock-source") => std::process::exit(bench_source::run(&args[2..])),
+        Some("bench-source") => std::process::exit(bench_source::run(&args[2..])),
         _ => {}
     }
     if std::process::id() == 1 {

@@ -162,8 +162,14 @@ fn zeros_command(bytes: u64) -> Vec<String> {
     .to_vec()
 }
 
-async fn raw_path(t: &Target, a: &Agent, b: &StdioBench, exec_id: &str) -> Result<u64, CtlError> {
-    exec(a, &b.container, exec_id, &zeros_command(b.bytes)).await?;
+async fn raw_path(
+    t: &Target,
+    a: &Agent,
+    b: &StdioBench,
+    exec_id: &str,
+    producer: &[String],
+) -> Result<u64, CtlError> {
+    exec(a, &b.container, exec_id, producer).await?;
     let mut s = t.connect(protocols::STDIO_PORT).await?;
     let header = StreamHeader {
         container_id: b.container.clone(),
@@ -188,8 +194,13 @@ async fn raw_path(t: &Target, a: &Agent, b: &StdioBench, exec_id: &str) -> Resul
     Ok(n)
 }
 
-async fn rpc_path(a: &Agent, b: &StdioBench, exec_id: &str) -> Result<u64, CtlError> {
-    exec(a, &b.container, exec_id, &zeros_command(b.bytes)).await?;
+async fn rpc_path(
+    a: &Agent,
+    b: &StdioBench,
+    exec_id: &str,
+    producer: &[String],
+) -> Result<u64, CtlError> {
+    exec(a, &b.container, exec_id, producer).await?;
     let req = agent::ReadStreamRequest {
         container_id: b.container.clone(),
         exec_id: exec_id.into(),
@@ -212,7 +223,7 @@ async fn rpc_path(a: &Agent, b: &StdioBench, exec_id: &str) -> Result<u64, CtlEr
 /// in 1 MiB chunks; returns its path inside the container.
 async fn copy_source(a: &Agent, b: &StdioBench, binary: &PathBuf) -> Result<String, CtlError> {
     let data = std::fs::read(binary).map_err(io_err(binary.display().to_string()))?;
-    let name = ".hull-vsock-source";
+    let name = ".hull-bench-source";
     let path = format!(
         "{}/{}/rootfs/{name}",
         crate::target::GUEST_SHARED_DIR,
@@ -244,23 +255,16 @@ async fn vsock_path(
     b: &StdioBench,
     exec_id: &str,
     helper: &str,
-    piped: bool,
 ) -> Result<u64, CtlError> {
     const PORT: u32 = 5099;
-    let args = if piped {
-        // The stdio paths' producer, piped straight into vsock: the same
-        // copies as a relay, without the agent.
-        let dd = zeros_command(b.bytes).join(" ");
-        let line = format!("{dd} 2>/dev/null | {helper} vsock-source {PORT} -");
-        vec!["sh".to_string(), "-c".into(), line]
-    } else {
-        vec![
-            helper.to_string(),
-            "vsock-source".into(),
-            PORT.to_string(),
-            b.bytes.to_string(),
-        ]
-    };
+    let args = [
+        helper,
+        "bench-source",
+        &format!("vsock:{PORT}"),
+        &b.bytes.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
     exec(a, &b.container, exec_id, &args).await?;
     let start = Instant::now();
     let s = loop {
@@ -301,24 +305,36 @@ pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(
         )));
     }
     let tag = std::process::id();
-    let started = Instant::now();
-    let n = raw_path(t, a, b, &format!("bench-raw-{tag}")).await?;
-    report("raw-stream", n, b.bytes, started.elapsed())?;
-    let started = Instant::now();
-    let n = rpc_path(a, b, &format!("bench-rpc-{tag}")).await?;
-    report("read-stdout-rpc", n, b.bytes, started.elapsed())?;
-    match (t, &b.source_binary) {
-        (Target::Vm(_), Some(binary)) => {
-            let helper = copy_source(a, b, binary).await?;
-            for (path, piped) in [("raw-vsock", false), ("dd-piped-to-vsock", true)] {
-                let started = Instant::now();
-                let exec_id = format!("bench-{path}-{tag}");
-                let n = vsock_path(t, a, b, &exec_id, &helper, piped).await?;
-                report(path, n, b.bytes, started.elapsed())?;
-            }
-        }
-        _ => println!("stdio_throughput path=raw-vsock skipped (needs a VM and --source-binary)"),
-    }
+    let dd = zeros_command(b.bytes);
+    let helper = match (t, &b.source_binary) {
+        (Target::Vm(_), Some(binary)) => Some(copy_source(a, b, binary).await?),
+        _ => None,
+    };
+    // The helper writes the same 256 KiB blocks from memory to its stdout
+    // as to vsock: the paths then differ only in how bytes leave the VM.
+    let producer = match &helper {
+        Some(h) => [h.as_str(), "bench-source", "stdout", &b.bytes.to_string()]
+            .map(String::from)
+            .to_vec(),
+        None => dd.clone(),
+    };
+    let timed = Instant::now();
+    let n = raw_path(t, a, b, &format!("bench-raw-{tag}"), &producer).await?;
+    report("raw-stream", n, b.bytes, timed.elapsed())?;
+    let timed = Instant::now();
+    let n = rpc_path(a, b, &format!("bench-rpc-{tag}"), &producer).await?;
+    report("read-stdout-rpc", n, b.bytes, timed.elapsed())?;
+    let Some(helper) = helper else {
+        println!("stdio_throughput path=raw-vsock skipped (needs a VM and --source-binary)");
+        return Ok(());
+    };
+    let timed = Instant::now();
+    let n = vsock_path(t, a, b, &format!("bench-vsock-{tag}"), &helper).await?;
+    report("raw-vsock", n, b.bytes, timed.elapsed())?;
+    // A real program's output (dd reading /dev/zero) on the raw stream.
+    let timed = Instant::now();
+    let n = raw_path(t, a, b, &format!("bench-dd-{tag}"), &dd).await?;
+    report("dd-raw-stream", n, b.bytes, timed.elapsed())?;
     Ok(())
 }
 
@@ -333,7 +349,7 @@ pub async fn containers_rss(a: &Agent, root: &str, count: usize) -> Result<(), C
         .collect();
     let mut result = Ok(());
     for id in &ids {
-        if let Err(e) = create_sleeper(a, id, &root).await {
+        if let Err(e) = create_sleeper(a, id, root).await {
             result = Err(e);
             break;
         }
