@@ -1,90 +1,24 @@
-//! The ttrpc services: a thin layer that validates requests, calls into the
-//! container and storage modules, and maps errors to ttrpc codes. Serving
-//! them is `server`'s job.
+//! The operations behind the container, process and sandbox RPCs: what
+//! takes more than a call (validation, rustjail, mounts, cleanup).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
-use protobuf::well_known_types::empty::Empty;
-use protocols::{agent, agent_ttrpc, health, health_ttrpc};
+use protocols::agent;
+use protocols::stream::StreamKind;
 use rustjail::config::{ExecConfig, InitConfig};
 use rustjail::container::{Created, InitCommand, InitStdio};
-use tokio::sync::Notify;
-use ttrpc::r#async::TtrpcContext;
 
-use crate::container::{Container, Process, Registry};
+use crate::container::{Container, Process};
 use crate::errors::AgentError;
-use crate::reaper::Reaper;
 use crate::stdio::ProcessIo;
 use crate::storage;
-use protocols::stream::StreamKind;
 
-type RpcResult<T> = ttrpc::Result<T>;
-
-pub struct AgentState {
-    log: slog::Logger,
-    registry: Arc<Registry>,
-    reaper: Reaper,
-    oom: Arc<crate::oom::OomWatcher>,
-    sandbox_mounts: Mutex<Vec<PathBuf>>,
-    shutdown: Arc<Notify>,
-    /// rtnetlink in the agent's network namespace, opened on first use.
-    network: tokio::sync::OnceCell<crate::network::Network>,
-    guest: GuestPaths,
-}
-
-/// Where the guest-wide RPCs act: the real system in a VM, the agent's own
-/// directory when it runs on a host.
-struct GuestPaths {
-    is_pid1: bool,
-    sysfs: crate::guest::Sysfs,
-    proc_root: PathBuf,
-    copy_dir: PathBuf,
-    etc_dir: PathBuf,
-}
-
-#[derive(Clone)]
-pub struct Service(Arc<AgentState>);
-
-impl Service {
-    pub fn new(
-        cfg: &crate::config::AgentConfig,
-        log: slog::Logger,
-        reaper: Reaper,
-        oom: Arc<crate::oom::OomWatcher>,
-    ) -> Self {
-        Service(Arc::new(AgentState {
-            guest: GuestPaths {
-                is_pid1: cfg.is_pid1,
-                sysfs: crate::guest::Sysfs::default(),
-                proc_root: PathBuf::from("/proc"),
-                copy_dir: cfg.copy_dir.clone(),
-                etc_dir: cfg.etc_dir.clone(),
-            },
-            log,
-            registry: Arc::new(Registry::default()),
-            reaper,
-            oom,
-            sandbox_mounts: Mutex::new(Vec::new()),
-            shutdown: Arc::new(Notify::new()),
-            network: tokio::sync::OnceCell::new(),
-        }))
-    }
-
-    pub fn registry(&self) -> Arc<Registry> {
-        self.0.registry.clone()
-    }
-
-    /// Notified when DestroySandbox has done its work.
-    pub fn shutdown_requested(&self) -> Arc<Notify> {
-        self.0.shutdown.clone()
-    }
-}
+use super::{blocking, Service};
 
 fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
     if protocols::stream::valid_id(id) {
@@ -167,7 +101,7 @@ fn parse_process(
         .map_err(|e| AgentError::invalid("process", e.to_string()))
 }
 
-fn parse_resources(
+pub(super) fn parse_resources(
     req: &agent::UpdateContainerRequest,
 ) -> Result<oci_spec::runtime::LinuxResources, AgentError> {
     if !req.hull_oci_resources_json.is_empty() {
@@ -213,18 +147,8 @@ fn process_io(pipes: Option<ProcessIo>, created: &mut Created) -> Result<Process
     ProcessIo::console(master)
 }
 
-/// Runs blocking work (rustjail, cgroup files) off the async workers.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AgentError::sys(what)(std::io::Error::other(e)))
-}
-
 impl Service {
-    async fn read_stream(
+    pub(super) async fn read_stream(
         &self,
         req: agent::ReadStreamRequest,
         kind: StreamKind,
@@ -242,7 +166,7 @@ impl Service {
 
     /// Forgets an exec whose exit was collected once nothing is left to
     /// read from it (output nobody reads goes with its container).
-    fn forget_exec_if_done(&self, container_id: &str, p: &Process) {
+    pub(super) fn forget_exec_if_done(&self, container_id: &str, p: &Process) {
         if !p.collected() || p.io.rpc.output_pending() || p.io.unattached_output_waiting() {
             return;
         }
@@ -253,7 +177,10 @@ impl Service {
         }
     }
 
-    async fn create_container(&self, req: agent::CreateContainerRequest) -> Result<(), AgentError> {
+    pub(super) async fn create_container(
+        &self,
+        req: agent::CreateContainerRequest,
+    ) -> Result<(), AgentError> {
         check_id("container_id", &req.container_id)?;
         let spec = self.resolve_container_namespaces(parse_spec(&req)?)?;
         let rootfs = spec
@@ -316,7 +243,7 @@ impl Service {
     /// Namespace paths that name another container
     /// (`protocols::CONTAINER_NS_PREFIX`) become that container's init's
     /// namespaces: how a pod's containers share its sandbox's.
-    fn resolve_container_namespaces(&self, mut spec: Spec) -> Result<Spec, AgentError> {
+    pub(super) fn resolve_container_namespaces(&self, mut spec: Spec) -> Result<Spec, AgentError> {
         const NAMES: [&str; 8] = ["net", "ipc", "uts", "pid", "mnt", "user", "cgroup", "time"];
         let Some(mut linux) = spec.linux().clone() else {
             return Ok(spec);
@@ -356,7 +283,10 @@ impl Service {
     /// Starts a process in a running container (created and started at
     /// once, as Kata's ExecProcess does); its stdio waits for the host's
     /// streams like the init's.
-    async fn exec_process(&self, req: agent::ExecProcessRequest) -> Result<(), AgentError> {
+    pub(super) async fn exec_process(
+        &self,
+        req: agent::ExecProcessRequest,
+    ) -> Result<(), AgentError> {
         check_id("exec_id", &req.exec_id)?;
         let process = parse_process(&req)?;
         let c = self.0.registry.get(&req.container_id)?;
@@ -394,7 +324,7 @@ impl Service {
 
     /// The netlink connection, opened on first use; the namespace's `lo`
     /// (which the pod's containers share) is brought up then.
-    async fn network(&self) -> Result<&crate::network::Network, AgentError> {
+    pub(super) async fn network(&self) -> Result<&crate::network::Network, AgentError> {
         Ok(self
             .0
             .network
@@ -407,7 +337,7 @@ impl Service {
     }
 
     /// OOM kills are reported for containers in a cgroup v2 memory cgroup.
-    fn watch_oom(&self, c: &Container) {
+    pub(super) fn watch_oom(&self, c: &Container) {
         let cg = c.cgroup();
         let watched = match (cg.v2_dir(), cg.memory_v1_dir()) {
             (Some(dir), _) => self.0.oom.watch(&c.id, &dir).map_err(std::io::Error::from),
@@ -419,7 +349,7 @@ impl Service {
         }
     }
 
-    async fn start_container(&self, id: &str) -> Result<(), AgentError> {
+    pub(super) async fn start_container(&self, id: &str) -> Result<(), AgentError> {
         let c = self.0.registry.get(id)?;
         let created = c.take_pending_start().ok_or(AgentError::WrongState {
             id: id.to_string(),
@@ -431,7 +361,7 @@ impl Service {
         Ok(())
     }
 
-    fn signal(&self, req: &agent::SignalProcessRequest) -> Result<(), AgentError> {
+    pub(super) fn signal(&self, req: &agent::SignalProcessRequest) -> Result<(), AgentError> {
         let sig = Signal::try_from(req.signal as i32).map_err(|_| {
             AgentError::invalid("signal", format!("{} is not a signal", req.signal))
         })?;
@@ -453,7 +383,7 @@ impl Service {
 
     /// Freezes (`pause`) or thaws the container's cgroup: every process in
     /// it, execs included. Only a started, living container can be paused.
-    async fn set_paused(&self, id: &str, pause: bool) -> Result<(), AgentError> {
+    pub(super) async fn set_paused(&self, id: &str, pause: bool) -> Result<(), AgentError> {
         let c = self.0.registry.get(id)?;
         let action = if pause { "pause" } else { "resume" };
         c.require_running(action)?;
@@ -467,7 +397,7 @@ impl Service {
 
     /// Kills what is left of the container, waits for its init, removes its
     /// cgroup and mounts. `timeout` 0 waits forever.
-    async fn remove_container(&self, id: &str, timeout: u32) -> Result<(), AgentError> {
+    pub(super) async fn remove_container(&self, id: &str, timeout: u32) -> Result<(), AgentError> {
         let c = self.0.registry.get(id)?;
         drop(c.take_pending_start());
         for pid in c.pids() {
@@ -495,12 +425,15 @@ impl Service {
         Ok(())
     }
 
-    async fn mount_storage(&self, s: agent::Storage) -> Result<PathBuf, AgentError> {
+    pub(super) async fn mount_storage(&self, s: agent::Storage) -> Result<PathBuf, AgentError> {
         let sysfs = self.0.guest.sysfs.root().to_path_buf();
         Ok(blocking("mount storage", move || storage::mount(&s, &sysfs)).await??)
     }
 
-    async fn create_sandbox(&self, req: agent::CreateSandboxRequest) -> Result<(), AgentError> {
+    pub(super) async fn create_sandbox(
+        &self,
+        req: agent::CreateSandboxRequest,
+    ) -> Result<(), AgentError> {
         if !req.hostname.is_empty() {
             nix::unistd::sethostname(&req.hostname)
                 .map_err(|e| AgentError::sys("sethostname")(e.into()))?;
@@ -520,7 +453,7 @@ impl Service {
         Ok(())
     }
 
-    async fn destroy_sandbox(&self) -> Result<(), AgentError> {
+    pub(super) async fn destroy_sandbox(&self) -> Result<(), AgentError> {
         for id in self.0.registry.ids() {
             if let Err(e) = self.remove_container(&id, 10).await {
                 slog::warn!(self.0.log, "remove on destroy failed"; "container" => &id, "error" => %e);
@@ -562,438 +495,5 @@ async fn remove_cgroup(c: &Container) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[async_trait]
-impl agent_ttrpc::AgentService for Service {
-    async fn create_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::CreateContainerRequest,
-    ) -> RpcResult<Empty> {
-        Ok(Service::create_container(self, req)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn start_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::StartContainerRequest,
-    ) -> RpcResult<Empty> {
-        Ok(Service::start_container(self, &req.container_id)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn remove_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::RemoveContainerRequest,
-    ) -> RpcResult<Empty> {
-        Ok(
-            Service::remove_container(self, &req.container_id, req.timeout)
-                .await
-                .map(|_| Empty::new())?,
-        )
-    }
-
-    async fn exec_process(
-        &self,
-        _: &TtrpcContext,
-        req: agent::ExecProcessRequest,
-    ) -> RpcResult<Empty> {
-        Ok(Service::exec_process(self, req)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn update_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::UpdateContainerRequest,
-    ) -> RpcResult<Empty> {
-        let resources = parse_resources(&req)?;
-        let c = self.0.registry.get(&req.container_id)?;
-        c.require_alive("update")?;
-        let cg = c.cgroup();
-        blocking("update task", move || cg.update(&resources))
-            .await?
-            .map_err(|e| AgentError::Container(e.into()))?;
-        slog::info!(self.0.log, "container resources updated"; "container" => &req.container_id);
-        Ok(Empty::new())
-    }
-
-    async fn update_interface(
-        &self,
-        _: &TtrpcContext,
-        req: agent::UpdateInterfaceRequest,
-    ) -> RpcResult<protocols::types::Interface> {
-        let want = req
-            .interface
-            .as_ref()
-            .ok_or_else(|| AgentError::invalid("interface", "missing"))?;
-        let net = self.network().await?;
-        let got = net.update_interface(want).await.map_err(AgentError::from)?;
-        slog::info!(self.0.log, "interface configured"; "name" => &got.name, "mac" => &got.hwAddr);
-        Ok(got)
-    }
-
-    async fn update_routes(
-        &self,
-        _: &TtrpcContext,
-        req: agent::UpdateRoutesRequest,
-    ) -> RpcResult<agent::Routes> {
-        let want = req
-            .routes
-            .as_ref()
-            .map(|r| r.Routes.clone())
-            .unwrap_or_default();
-        let routes = self
-            .network()
-            .await?
-            .update_routes(&want)
-            .await
-            .map_err(AgentError::from)?;
-        Ok(agent::Routes {
-            Routes: routes,
-            ..Default::default()
-        })
-    }
-
-    async fn list_interfaces(
-        &self,
-        _: &TtrpcContext,
-        _: agent::ListInterfacesRequest,
-    ) -> RpcResult<agent::Interfaces> {
-        let interfaces = self
-            .network()
-            .await?
-            .list_interfaces()
-            .await
-            .map_err(AgentError::from)?;
-        Ok(agent::Interfaces {
-            Interfaces: interfaces,
-            ..Default::default()
-        })
-    }
-
-    async fn list_routes(
-        &self,
-        _: &TtrpcContext,
-        _: agent::ListRoutesRequest,
-    ) -> RpcResult<agent::Routes> {
-        let routes = self
-            .network()
-            .await?
-            .list_routes()
-            .await
-            .map_err(AgentError::from)?;
-        Ok(agent::Routes {
-            Routes: routes,
-            ..Default::default()
-        })
-    }
-
-    async fn add_arp_neighbors(
-        &self,
-        _: &TtrpcContext,
-        req: agent::AddARPNeighborsRequest,
-    ) -> RpcResult<Empty> {
-        let want = req
-            .neighbors
-            .as_ref()
-            .map(|n| n.ARPNeighbors.clone())
-            .unwrap_or_default();
-        self.network()
-            .await?
-            .add_arp_neighbors(&want)
-            .await
-            .map_err(AgentError::from)?;
-        Ok(Empty::new())
-    }
-
-    async fn get_oom_event(
-        &self,
-        _: &TtrpcContext,
-        _: agent::GetOOMEventRequest,
-    ) -> RpcResult<agent::OOMEvent> {
-        let container_id = self.0.oom.next().await.ok_or_else(|| {
-            AgentError::sys("OOM events")(std::io::Error::other("the watcher stopped"))
-        })?;
-        Ok(agent::OOMEvent {
-            container_id,
-            ..Default::default()
-        })
-    }
-
-    async fn stats_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::StatsContainerRequest,
-    ) -> RpcResult<agent::StatsContainerResponse> {
-        let c = self.0.registry.get(&req.container_id)?;
-        let cg = c.cgroup();
-        let (stats, pids) = blocking("stats task", move || cg.stats().map(|s| (s, cg.pids())))
-            .await?
-            .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
-        let net_dev = self
-            .0
-            .guest
-            .proc_root
-            .join(c.init.pid.to_string())
-            .join("net/dev");
-        let network_stats = std::fs::read_to_string(net_dev)
-            .map(|text| crate::stats::network_from_proc(&text))
-            .unwrap_or_default();
-        Ok(agent::StatsContainerResponse {
-            cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
-            network_stats,
-            hull_pids: pids,
-            ..Default::default()
-        })
-    }
-
-    async fn pause_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::PauseContainerRequest,
-    ) -> RpcResult<Empty> {
-        Ok(self
-            .set_paused(&req.container_id, true)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn resume_container(
-        &self,
-        _: &TtrpcContext,
-        req: agent::ResumeContainerRequest,
-    ) -> RpcResult<Empty> {
-        Ok(self
-            .set_paused(&req.container_id, false)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn signal_process(
-        &self,
-        _: &TtrpcContext,
-        req: agent::SignalProcessRequest,
-    ) -> RpcResult<Empty> {
-        Ok(self.signal(&req).map(|_| Empty::new())?)
-    }
-
-    async fn wait_process(
-        &self,
-        _: &TtrpcContext,
-        req: agent::WaitProcessRequest,
-    ) -> RpcResult<agent::WaitProcessResponse> {
-        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
-        let status = p.wait().await;
-        // An exec'd process is forgotten once its exit is collected (as in
-        // Kata), so probes exec'ing every few seconds do not pile up; but
-        // not before the RPC stdio path has read its output to the end.
-        p.mark_collected();
-        self.forget_exec_if_done(&req.container_id, &p);
-        Ok(agent::WaitProcessResponse {
-            status,
-            ..Default::default()
-        })
-    }
-
-    async fn close_stdin(
-        &self,
-        _: &TtrpcContext,
-        req: agent::CloseStdinRequest,
-    ) -> RpcResult<Empty> {
-        self.0
-            .registry
-            .process(&req.container_id, &req.exec_id)?
-            .io
-            .close_stdin()
-            .await;
-        Ok(Empty::new())
-    }
-
-    async fn write_stdin(
-        &self,
-        _: &TtrpcContext,
-        req: agent::WriteStreamRequest,
-    ) -> RpcResult<agent::WriteStreamResponse> {
-        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
-        let len = crate::stdio_rpc::write(&req.container_id, &p, &req.data).await?;
-        Ok(agent::WriteStreamResponse {
-            len,
-            ..Default::default()
-        })
-    }
-
-    async fn read_stdout(
-        &self,
-        _: &TtrpcContext,
-        req: agent::ReadStreamRequest,
-    ) -> RpcResult<agent::ReadStreamResponse> {
-        Ok(self.read_stream(req, StreamKind::Stdout).await?)
-    }
-
-    async fn read_stderr(
-        &self,
-        _: &TtrpcContext,
-        req: agent::ReadStreamRequest,
-    ) -> RpcResult<agent::ReadStreamResponse> {
-        Ok(self.read_stream(req, StreamKind::Stderr).await?)
-    }
-
-    async fn get_metrics(
-        &self,
-        _: &TtrpcContext,
-        _: agent::GetMetricsRequest,
-    ) -> RpcResult<agent::Metrics> {
-        let proc_root = self.0.guest.proc_root.clone();
-        let containers = self.0.registry.ids().len();
-        let metrics = blocking("metrics", move || {
-            crate::metrics::gather(&proc_root, containers)
-        })
-        .await?;
-        Ok(agent::Metrics {
-            metrics,
-            ..Default::default()
-        })
-    }
-
-    async fn online_cpu_mem(
-        &self,
-        _: &TtrpcContext,
-        req: agent::OnlineCPUMemRequest,
-    ) -> RpcResult<Empty> {
-        let (sysfs, log) = (self.0.guest.sysfs.clone(), self.0.log.clone());
-        let work = blocking("online CPUs and memory", move || {
-            sysfs.online_cpu_mem(req.nb_cpus, req.cpu_only)
-        });
-        if req.wait {
-            let (cpus, memory) = work.await?.map_err(AgentError::from)?;
-            slog::info!(self.0.log, "onlined"; "cpus" => cpus, "memory_blocks" => memory);
-        } else {
-            tokio::spawn(async move {
-                match work.await {
-                    Ok(Ok((cpus, memory))) => {
-                        slog::info!(log, "onlined"; "cpus" => cpus, "memory_blocks" => memory)
-                    }
-                    Ok(Err(e)) => slog::warn!(log, "online CPUs and memory failed"; "error" => %e),
-                    Err(e) => slog::warn!(log, "online CPUs and memory failed"; "error" => %e),
-                }
-            });
-        }
-        Ok(Empty::new())
-    }
-
-    async fn reseed_random_dev(
-        &self,
-        _: &TtrpcContext,
-        req: agent::ReseedRandomDevRequest,
-    ) -> RpcResult<Empty> {
-        let dev = std::path::Path::new("/dev/random");
-        crate::guest::reseed_random(dev, &req.data).map_err(AgentError::from)?;
-        Ok(Empty::new())
-    }
-
-    async fn get_guest_details(
-        &self,
-        _: &TtrpcContext,
-        req: agent::GuestDetailsRequest,
-    ) -> RpcResult<agent::GuestDetailsResponse> {
-        let g = &self.0.guest;
-        let mem_block_size_bytes = if req.mem_block_size {
-            g.sysfs.mem_block_size().map_err(AgentError::from)?
-        } else {
-            0
-        };
-        Ok(agent::GuestDetailsResponse {
-            mem_block_size_bytes,
-            support_mem_hotplug_probe: req.mem_hotplug_probe && g.sysfs.has_mem_hotplug_probe(),
-            agent_details: Some(agent::AgentDetails {
-                version: env!("CARGO_PKG_VERSION").into(),
-                init_daemon: g.is_pid1,
-                device_handlers: Vec::new(),
-                storage_handlers: storage::DRIVERS.iter().map(|d| d.to_string()).collect(),
-                supports_seccomp: crate::guest::supports_seccomp(&g.proc_root),
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
-    }
-
-    async fn set_guest_date_time(
-        &self,
-        _: &TtrpcContext,
-        req: agent::SetGuestDateTimeRequest,
-    ) -> RpcResult<Empty> {
-        crate::guest::set_date_time(req.Sec, req.Usec).map_err(AgentError::from)?;
-        Ok(Empty::new())
-    }
-
-    async fn copy_file(&self, _: &TtrpcContext, req: agent::CopyFileRequest) -> RpcResult<Empty> {
-        let dir = self.0.guest.copy_dir.clone();
-        blocking("copy file", move || crate::copy_file::copy(&dir, &req))
-            .await?
-            .map_err(AgentError::from)?;
-        Ok(Empty::new())
-    }
-
-    async fn tty_win_resize(
-        &self,
-        _: &TtrpcContext,
-        req: agent::TtyWinResizeRequest,
-    ) -> RpcResult<Empty> {
-        let p = self.0.registry.process(&req.container_id, &req.exec_id)?;
-        p.io.resize(req.row as u16, req.column as u16)?;
-        Ok(Empty::new())
-    }
-
-    async fn create_sandbox(
-        &self,
-        _: &TtrpcContext,
-        req: agent::CreateSandboxRequest,
-    ) -> RpcResult<Empty> {
-        Ok(Service::create_sandbox(self, req)
-            .await
-            .map(|_| Empty::new())?)
-    }
-
-    async fn destroy_sandbox(
-        &self,
-        _: &TtrpcContext,
-        _: agent::DestroySandboxRequest,
-    ) -> RpcResult<Empty> {
-        Ok(Service::destroy_sandbox(self).await.map(|_| Empty::new())?)
-    }
-}
-
-#[async_trait]
-impl health_ttrpc::Health for Service {
-    async fn check(
-        &self,
-        _: &TtrpcContext,
-        _: health::CheckRequest,
-    ) -> RpcResult<health::HealthCheckResponse> {
-        Ok(health::HealthCheckResponse {
-            status: health::health_check_response::ServingStatus::SERVING.into(),
-            ..Default::default()
-        })
-    }
-
-    async fn version(
-        &self,
-        _: &TtrpcContext,
-        _: health::CheckRequest,
-    ) -> RpcResult<health::VersionCheckResponse> {
-        Ok(health::VersionCheckResponse {
-            grpc_version: "hull-agent-api-1".into(),
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        })
     }
 }
