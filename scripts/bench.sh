@@ -78,12 +78,14 @@ host_agent_bench() {
     target/x86_64-unknown-linux-gnu/release/hull-agent --unix-dir "$dir" >"$dir/agent.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do [ -S "$dir/agent.sock" ] && break; sleep 0.05; done
-  local ctl="target/release/hull-agentctl --unix-dir $dir" rpc rss
-  rpc=$($ctl bench-rpc --count 1000)
-  rss=$($ctl bench-containers --rootfs "$rootfs" --count 10)
+  local ctl="target/release/hull-agentctl --unix-dir $dir" rpc rss ok=0
+  rpc=$($ctl bench-rpc --count 1000) && rss=$($ctl bench-containers --rootfs "$rootfs" --count 10) || ok=1
+  # The agent goes whether or not the measurements worked.
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  ((ok)) && cat "$dir/agent.log" >&2
   rm -rf "$dir"
   rmdir /sys/fs/cgroup/*/hull-bench /sys/fs/cgroup/hull-bench 2>/dev/null || true
+  if ((ok)); then echo "bench: the host agent benchmark failed; the agent's log is above" >&2; return 1; fi
   printf '\nagent as a process on this host (Unix socket, no VM)\n'
   printf '%-44s %8s us (p99 %s us)\n' "RPC round trip, Health.Check, median of 1000" \
     "$(field median <<<"$rpc")" "$(field p99 <<<"$rpc")"

@@ -396,6 +396,11 @@ impl Agent {
         std::fs::write(&file, value).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 
+    /// Whether container `id`'s cgroup exists in any hierarchy.
+    pub fn has_cgroup(&self, id: &str) -> bool {
+        self.cgroup_dirs().iter().any(|d| d.join(id).exists())
+    }
+
     /// Cgroup directories of this agent's containers (v1: below every
     /// controller; v2: below the root).
     fn cgroup_dirs(&self) -> Vec<PathBuf> {

@@ -364,3 +364,22 @@ async fn remove_honours_its_timeout() {
     a.remove_within("t", 10).await.expect("remove once thawed");
     assert_code(a.wait("t", "").await, Code::NOT_FOUND, "t");
 }
+
+/// A container whose init fails during creation leaves nothing: no cgroup,
+/// and its id is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_creation_leaves_nothing_behind() {
+    let a = Agent::start().await;
+    // A cgroup for a sibling keeps the parent directory in place.
+    a.run("keep", &["sleep", "100"]).await;
+    let r = a
+        .create("gone", &a.spec("gone", &["/no/such/program"]))
+        .await;
+    assert_code(r, Code::FAILED_PRECONDITION, "/no/such/program");
+    assert!(
+        !a.has_cgroup("gone"),
+        "the failed container's cgroup stayed"
+    );
+    a.run("gone", &["true"]).await;
+    assert_eq!(a.wait("gone", "").await.expect("wait"), 0);
+}

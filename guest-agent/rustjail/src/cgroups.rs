@@ -186,6 +186,27 @@ impl ContainerCgroup {
     }
 
     /// Removes the cgroup; it must be empty.
+    /// Kills whatever is in the cgroup and removes it, retrying while the
+    /// kernel empties it (a killed process leaves a moment after dying).
+    /// For a container whose creation failed: nothing of it stays behind.
+    pub fn discard(&self) -> Result<(), CgroupError> {
+        let mut last = Ok(());
+        for _ in 0..50 {
+            for pid in self.pids() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            last = self.destroy();
+            if last.is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        last
+    }
+
     pub fn destroy(&self) -> Result<(), CgroupError> {
         self.cgroup.delete().map_err(|source| CgroupError::Cgroups {
             path: self.path.clone(),

@@ -145,11 +145,20 @@ pub fn create(
     let resources = linux.resources().clone();
     let mut parent = spawn_init(cmd, stdio)?;
     parent.send(&ToInit::Config(Box::new(config)))?;
-    drive_setup(parent, |pid| {
+    let mut made_cgroup = false;
+    let created = drive_setup(parent, |pid| {
         let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
+        made_cgroup = true;
         cgroup.add_process(pid.as_raw() as u32)?;
         Ok(cgroup)
-    })
+    });
+    if created.is_err() && made_cgroup {
+        // The failed init is exiting; its cgroup must not outlive it. The
+        // creation error is what the caller needs, so a cleanup failure
+        // only leaves the (empty) directory.
+        let _ = ContainerCgroup::load(&cgroup_path).discard();
+    }
+    created
 }
 
 /// Starts a process inside a running container: it joins the namespaces
