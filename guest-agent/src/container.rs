@@ -2,10 +2,12 @@
 //! only to look up, insert or remove; never across a blocking call.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use protocols::stream::StreamKind;
 use rustjail::cgroups::ContainerCgroup;
 use rustjail::container::Created;
 use tokio::sync::watch;
@@ -36,6 +38,16 @@ impl Process {
             io,
             collected: AtomicBool::new(false),
         }
+    }
+
+    /// Claims one of the process's streams for the raw path or the RPCs:
+    /// each has one owner, and a second claim is ALREADY_EXISTS.
+    pub fn take_stream(&self, container_id: &str, kind: StreamKind) -> Result<OwnedFd, AgentError> {
+        self.io.take(kind).ok_or_else(|| AgentError::StreamTaken {
+            container_id: container_id.to_string(),
+            exec_id: self.exec_id.clone(),
+            stream: kind.as_str(),
+        })
     }
 
     pub fn mark_collected(&self) {

@@ -245,13 +245,8 @@ async fn attach(
     let taken = registry
         .process(&header.container_id, &header.exec_id)
         .and_then(|p| {
-            p.io.take(header.kind)
-                .map(|fd| (p, fd))
-                .ok_or(AgentError::StreamTaken {
-                    container_id: header.container_id.clone(),
-                    exec_id: header.exec_id.clone(),
-                    stream: header.kind.as_str(),
-                })
+            let fd = p.take_stream(&header.container_id, header.kind)?;
+            Ok((p, fd))
         });
     let (process, fd) = match taken {
         Ok(t) => t,

@@ -64,14 +64,6 @@ fn stream_ended(p: &Process, kind: StreamKind) -> AgentError {
     }
 }
 
-fn taken_by_stream(container_id: &str, p: &Process, kind: StreamKind) -> AgentError {
-    AgentError::StreamTaken {
-        container_id: container_id.to_string(),
-        exec_id: p.exec_id.clone(),
-        stream: kind.as_str(),
-    }
-}
-
 /// ReadStdout/ReadStderr: up to `len` bytes, waiting for at least one. The
 /// end of the stream is OUT_OF_RANGE (Kata's clients take any error as EOF).
 pub async fn read(
@@ -90,9 +82,7 @@ pub async fn read(
     };
     let mut out = slot.lock().await;
     if matches!(*out, RpcOutput::NotTaken) {
-        let fd =
-            p.io.take(kind)
-                .ok_or_else(|| taken_by_stream(container_id, p, kind))?;
+        let fd = p.take_stream(container_id, kind)?;
         *out = RpcOutput::Open(output_pipe(fd)?);
     }
     let RpcOutput::Open(rx) = &mut *out else {
@@ -122,9 +112,7 @@ pub async fn write(container_id: &str, p: &Process, data: &[u8]) -> Result<u32, 
         if p.io.stdin_closed() {
             return Err(closed());
         }
-        let fd =
-            p.io.take(StreamKind::Stdin)
-                .ok_or_else(|| taken_by_stream(container_id, p, StreamKind::Stdin))?;
+        let fd = p.take_stream(container_id, StreamKind::Stdin)?;
         *input = RpcInput::Open(input_pipe(fd)?);
     }
     let RpcInput::Open(tx) = &mut *input else {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
 use protocols::agent::Storage;
+use rustjail::syscall::LinuxSyscall;
 
 /// The drivers `mount` knows, as GetGuestDetails reports them.
 pub const DRIVERS: [&str; 8] = [
@@ -180,6 +181,22 @@ pub fn mount(s: &Storage, sysfs: &Path) -> Result<PathBuf, StorageError> {
     let target = check_mount_point(&s.mount_point)?;
     let plan = plan(s, sysfs)?;
     mkdir(&target)?;
+    let mount_err = |error| StorageError::Mount {
+        driver: s.driver.clone(),
+        source_name: s.source.clone(),
+        mount_point: s.mount_point.clone(),
+        error,
+    };
+    if plan.flags.contains(MsFlags::MS_BIND) {
+        // rustjail's bind: the flags take effect through a remount.
+        let source = Path::new(&plan.source);
+        rustjail::mounts::bind(&LinuxSyscall, Some(source), &target, plan.flags).map_err(|e| {
+            mount_err(nix::Error::from_raw(
+                e.source.raw_os_error().unwrap_or(libc::EIO),
+            ))
+        })?;
+        return Ok(target);
+    }
     let data = (!plan.data.is_empty()).then(|| plan.data.join(","));
     let fstype = (!plan.fstype.is_empty()).then_some(plan.fstype.as_str());
     nix::mount::mount(
@@ -189,28 +206,7 @@ pub fn mount(s: &Storage, sysfs: &Path) -> Result<PathBuf, StorageError> {
         plan.flags,
         data.as_deref(),
     )
-    .map_err(|error| StorageError::Mount {
-        driver: s.driver.clone(),
-        source_name: s.source.clone(),
-        mount_point: s.mount_point.clone(),
-        error,
-    })?;
-    // A bind mount ignores its flags until remounted with them.
-    let bind_flags = plan.flags - MsFlags::MS_BIND - MsFlags::MS_REC;
-    if plan.flags.contains(MsFlags::MS_BIND) && !bind_flags.is_empty() {
-        let remount = bind_flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-        nix::mount::mount(None::<&str>, &target, None::<&str>, remount, None::<&str>).map_err(
-            |error| {
-                unmount(&target);
-                StorageError::Mount {
-                    driver: s.driver.clone(),
-                    source_name: s.source.clone(),
-                    mount_point: s.mount_point.clone(),
-                    error,
-                }
-            },
-        )?;
-    }
+    .map_err(mount_err)?;
     Ok(target)
 }
 

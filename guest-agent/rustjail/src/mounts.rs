@@ -110,6 +110,28 @@ pub fn parse_propagation(value: &str) -> Option<MsFlags> {
         .map(|(_, f)| *f)
 }
 
+/// Bind-mounts `source` on `dest` with `flags`. A bind mount ignores every
+/// flag but MS_BIND/MS_REC on the first call; the rest take effect through a
+/// remount, and if that fails the bind is undone.
+pub fn bind(
+    sys: &dyn Syscall,
+    source: Option<&Path>,
+    dest: &Path,
+    flags: MsFlags,
+) -> Result<(), SyscallError> {
+    let first = (flags | MsFlags::MS_BIND) & (MsFlags::MS_BIND | MsFlags::MS_REC);
+    sys.mount(source, dest, None, first, None)?;
+    let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if !rest.is_empty() {
+        let remount = rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+        if let Err(e) = sys.mount(None, dest, None, remount, None) {
+            let _ = sys.umount2(dest, nix::mount::MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Mounts one spec entry under `rootfs`. The destination is resolved inside
 /// the rootfs, so a symlink in the image cannot redirect it outside.
 pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBuf, MountError> {
@@ -134,26 +156,7 @@ pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBu
 
     let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
     if is_bind {
-        let flags = opts.flags | MsFlags::MS_BIND;
-        sys.mount(
-            source,
-            &dest,
-            None,
-            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-            None,
-        )?;
-        // A bind mount ignores every flag but MS_BIND/MS_REC on the first
-        // call; the rest take effect through a remount.
-        let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        if !rest.is_empty() {
-            sys.mount(
-                None,
-                &dest,
-                None,
-                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )?;
-        }
+        bind(sys, source, &dest, opts.flags)?;
     } else if typ == "cgroup" || typ == "cgroup2" {
         // The spec names the kind the host had; the container gets what
         // this system has (runc does the same).

@@ -418,7 +418,12 @@ impl Service {
             });
         }
         self.0.oom.unwatch(id);
-        remove_cgroup(&c).await;
+        // The kernel empties a cgroup a little after its processes die;
+        // `discard` waits for that (and kills any straggler).
+        let cg = c.cgroup();
+        if let Ok(Err(e)) = blocking("remove cgroup", move || cg.discard()).await {
+            slog::warn!(self.0.log, "container cgroup left behind"; "container" => id, "error" => %e);
+        }
         c.mounts.iter().rev().for_each(|p| storage::unmount(p));
         self.0.registry.remove(id);
         slog::info!(self.0.log, "container removed"; "container" => id);
@@ -484,16 +489,4 @@ fn write_resolv_conf(etc_dir: &std::path::Path, lines: &[String]) -> Result<(), 
         .and_then(|_| std::fs::write(&tmp, lines.join("\n") + "\n"))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(AgentError::sys(format!("write {}", path.display())))
-}
-
-/// A cgroup can be removed only once the kernel has emptied it, which lags
-/// the init's exit a little.
-async fn remove_cgroup(c: &Container) {
-    let cg = c.cgroup();
-    for _ in 0..50 {
-        if cg.destroy().is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
