@@ -96,19 +96,29 @@ fn open_dirs(allowed: &Path, names: &[PathBuf], mode: Mode) -> Result<OwnedFd, C
     let mut walked = allowed.to_path_buf();
     for name in names {
         walked.push(name);
-        match mkdirat(dir.as_fd(), name.as_path(), mode) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(sys("mkdir", &walked)(e)),
-        }
-        dir =
-            openat(dir.as_fd(), name.as_path(), DIR_FLAGS, Mode::empty()).map_err(|e| match e {
-                Errno::ELOOP | Errno::ENOTDIR => CopyFileError::NotADirectory {
-                    path: walked.display().to_string(),
-                },
-                e => sys("open", &walked)(e),
-            })?;
+        dir = open_child_dir(&dir, name, mode, &walked)?;
     }
     Ok(dir)
+}
+
+/// Creates (with `mode`) or opens directory `name` in `dir`, refusing a
+/// symlink or a non-directory there; `walked` is its full path, for errors.
+fn open_child_dir(
+    dir: &OwnedFd,
+    name: &Path,
+    mode: Mode,
+    walked: &Path,
+) -> Result<OwnedFd, CopyFileError> {
+    match mkdirat(dir.as_fd(), name, mode) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(sys("mkdir", walked)(e)),
+    }
+    openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+        Errno::ELOOP | Errno::ENOTDIR => CopyFileError::NotADirectory {
+            path: walked.display().to_string(),
+        },
+        e => sys("open", walked)(e),
+    })
 }
 
 fn owner(uid: i32, gid: i32) -> (Option<Uid>, Option<Gid>) {
@@ -166,7 +176,8 @@ pub fn copy(allowed: &Path, req: &CopyFileRequest) -> Result<(), CopyFileError> 
     let chown =
         |flags| fchownat(dir.as_fd(), name.as_path(), uid, gid, flags).map_err(sys("chown", full));
     if kind == SFlag::S_IFDIR {
-        drop(open_dirs(allowed, &names, perms)?);
+        // The parents are open already: only the last one is made here.
+        drop(open_child_dir(&dir, name, perms, full)?);
         return chown(nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
     }
     if kind == SFlag::S_IFLNK {

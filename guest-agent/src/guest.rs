@@ -92,9 +92,10 @@ impl Sysfs {
         self.root.join("devices/system").join(what)
     }
 
-    /// Writes "1" to every offline CPU's `online` and "online" to every
-    /// offline memory block's `state`; returns how many were onlined.
-    fn online_entries(&self, kind: &str, prefix: &str) -> Result<u32, GuestError> {
+    /// Writes "1" to every offline CPU's `online` (`cpu/cpuN`) and "online"
+    /// to every offline memory block's `state` (`memory/memoryN`); returns
+    /// how many were onlined.
+    fn online_entries(&self, kind: &str) -> Result<u32, GuestError> {
         let dir = self.system(kind);
         let (file, offline, online) = if kind == "cpu" {
             ("online", "0", "1")
@@ -113,14 +114,17 @@ impl Sysfs {
             let name = entry.file_name();
             let is_entry = name
                 .to_str()
-                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.strip_prefix(kind))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_entry {
+                continue;
+            }
             let path = entry.path().join(file);
             // cpu0 usually has no `online` file: it cannot go offline.
             let Ok(state) = fs::read_to_string(&path) else {
                 continue;
             };
-            if !is_entry || state.trim() != offline {
+            if state.trim() != offline {
                 continue;
             }
             fs::write(&path, online).map_err(io_err(&path))?;
@@ -145,7 +149,7 @@ impl Sysfs {
     /// CPUs are online (hot-plugged CPUs appear asynchronously).
     pub fn online_cpu_mem(&self, nb_cpus: u32, cpu_only: bool) -> Result<(u32, u32), GuestError> {
         let started = std::time::Instant::now();
-        let mut cpus = self.online_entries("cpu", "cpu")?;
+        let mut cpus = self.online_entries("cpu")?;
         while nb_cpus > 0 && self.online_cpu_count()? < nb_cpus {
             if started.elapsed() >= self.cpu_wait {
                 return Err(GuestError::CpusMissing {
@@ -155,12 +159,12 @@ impl Sysfs {
                 });
             }
             std::thread::sleep(CPU_POLL);
-            cpus += self.online_entries("cpu", "cpu")?;
+            cpus += self.online_entries("cpu")?;
         }
         let memory = if cpu_only {
             0
         } else {
-            self.online_entries("memory", "memory")?
+            self.online_entries("memory")?
         };
         Ok((cpus, memory))
     }

@@ -25,8 +25,7 @@ pub struct OomWatcher {
     log: slog::Logger,
 }
 
-/// The `oom_kill` count in a v2 `memory.events` or v1 `memory.oom_control`
-/// file (0 when unreadable).
+/// The `oom_kill` count in a `memory.events` file (0 when unreadable).
 pub fn oom_kills(events_file: &Path) -> u64 {
     let text = std::fs::read_to_string(events_file).unwrap_or_default();
     rustjail::stats::parse_flat_keyed(&text)

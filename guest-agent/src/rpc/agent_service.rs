@@ -182,18 +182,21 @@ impl agent_ttrpc::AgentService for Service {
     ) -> RpcResult<agent::StatsContainerResponse> {
         let c = self.0.registry.get(&req.container_id)?;
         let cg = c.cgroup();
-        let (stats, pids) = blocking("stats task", move || cg.stats().map(|s| (s, cg.pids())))
-            .await?
-            .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
         let net_dev = self
             .0
             .guest
             .proc_root
             .join(c.init.pid.to_string())
             .join("net/dev");
-        let network_stats = std::fs::read_to_string(net_dev)
-            .map(|text| crate::stats::network_from_proc(&text))
-            .unwrap_or_default();
+        // All of it is file reads: off the async workers, in one go.
+        let (stats, pids, network_stats) = blocking("stats task", move || {
+            let network = std::fs::read_to_string(net_dev)
+                .map(|text| crate::stats::network_from_proc(&text))
+                .unwrap_or_default();
+            cg.stats().map(|s| (s, cg.pids(), network))
+        })
+        .await?
+        .map_err(|e| AgentError::sys("container statistics")(std::io::Error::other(e)))?;
         Ok(agent::StatsContainerResponse {
             cgroup_stats: Some(crate::stats::to_proto(&stats)).into(),
             network_stats,
