@@ -32,7 +32,6 @@ mod stdio_rpc;
 mod storage;
 mod switch_root;
 
-use std::os::fd::{FromRawFd, OwnedFd};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -68,18 +67,7 @@ fn early_pid1() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run_container_init(args: &[String]) -> ! {
-    let fd = match args {
-        [flag, n] if flag == "--sync-fd" => n.parse::<i32>().ok(),
-        _ => None,
-    };
-    let Some(fd) = fd.filter(|n| *n == rustjail::container::INIT_CHANNEL_FD) else {
-        eprintln!("hull-agent init: usage: hull-agent init --sync-fd 3");
-        std::process::exit(2);
-    };
-    // SAFETY: the runtime placed the channel socket at this fd number before
-    // executing us, and nothing else in this fresh process owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    rustjail::init::run(fd)
+    rustjail::init::main("hull-agent", args)
 }
 
 fn agent_main(cfg: config::AgentConfig) -> i32 {

@@ -83,7 +83,11 @@ impl CapPlan {
             op: "capset",
             source,
         })?;
-        for cap in self.ambient.iter() {
+        // The kernel raises an ambient capability only if it is permitted
+        // and inheritable; like runc, skip the others (runc's own default
+        // spec lists ambient capabilities with no inheritable set).
+        let raisable = self.ambient & self.state.permitted & self.state.inheritable;
+        for cap in raisable.iter() {
             capctl::ambient::raise(cap).map_err(|source| CapsError::Sys {
                 op: "raise ambient",
                 source,

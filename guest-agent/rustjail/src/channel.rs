@@ -27,8 +27,14 @@ pub enum ToInit {
     Config(Box<InitConfig>),
     /// What to start in a running container. The first message of an exec.
     Exec(Box<ExecConfig>),
-    /// The init is in its cgroup: go on with setup.
-    Proceed,
+    /// The init is in its cgroup (and its user namespace is mapped): go on
+    /// with setup. `pid` is its pid in the runtime's namespace, for the
+    /// state hooks receive.
+    Proceed { pid: i32 },
+    /// The runtime ran the prestart and createRuntime hooks.
+    HooksDone,
+    /// The runtime is leaving: wait on the exec FIFO instead of `Start`.
+    Detach,
     /// Execute the user program.
     Start,
 }
@@ -42,6 +48,9 @@ pub enum FromInit {
     /// The container's console (pty master) follows as one byte carrying
     /// the fd (SCM_RIGHTS); receive it with [`Channel::recv_fd`].
     Console,
+    /// Mounts are made, pivot_root is next: run the prestart and
+    /// createRuntime hooks, then answer `HooksDone`.
+    RuntimeHooks,
     /// Setup is done; waiting for `Start`.
     Ready,
     /// Setup failed. `stage` says what was being done, `message` why,

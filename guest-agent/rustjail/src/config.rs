@@ -16,6 +16,14 @@ pub struct InitConfig {
     /// has no CNI loopback plugin to do it).
     #[serde(default)]
     pub loopback_up: bool,
+    /// The bundle directory, for the state hooks receive.
+    #[serde(default)]
+    pub bundle: PathBuf,
+    /// For a create and start in separate processes (`hull-jail create`):
+    /// the FIFO the init opens for writing, which blocks it until `start`
+    /// opens it for reading. Opened before pivot_root, while reachable.
+    #[serde(default)]
+    pub exec_fifo: Option<PathBuf>,
 }
 
 /// An additional process to start inside a running container: it joins

@@ -71,3 +71,48 @@ pub fn create(size: Option<&ConsoleSize>) -> Result<OwnedFd, ConsoleError> {
     }
     Ok(master.into())
 }
+
+/// Hands the terminal's master to whoever listens on `socket` (runc's
+/// `--console-socket` protocol: one message, the fd as SCM_RIGHTS and the
+/// terminal's name as data).
+pub fn send_to_socket(
+    socket: &std::path::Path,
+    master: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int through the pointer, which
+    // points at `number`.
+    let name = match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) } {
+        0 => format!("/dev/pts/{number}"),
+        _ => "/dev/ptmx".to_string(),
+    };
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Relays between this process's stdio and a terminal's master, for a
+/// foreground container with a terminal and no console socket. The
+/// returned thread ends when the terminal closes (every process holding
+/// its slave has exited); the input side ends with this process.
+pub fn relay(master: OwnedFd) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let input = std::fs::File::from(master.try_clone()?);
+    std::thread::spawn(move || {
+        let mut input = input;
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+    });
+    Ok(std::thread::spawn(move || {
+        let mut output = std::fs::File::from(master);
+        // EIO once the slave side is closed: that is the end.
+        let _ = std::io::copy(&mut output, &mut std::io::stdout().lock());
+    }))
+}

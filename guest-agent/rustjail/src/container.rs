@@ -11,6 +11,8 @@ use nix::unistd::Pid;
 use crate::cgroups::{self, CgroupError, ContainerCgroup};
 use crate::channel::{Channel, ChannelError, FromInit, ToInit};
 use crate::config::{ExecConfig, InitConfig};
+use crate::hooks::HookKind;
+use oci_spec::runtime::LinuxNamespaceType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -31,6 +33,10 @@ pub enum ContainerError {
     InitGone(&'static str),
     #[error("container init: unexpected message {0}")]
     Protocol(String),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
 }
 
 /// The container process's standard streams.
@@ -104,21 +110,31 @@ fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Channel, ContainerE
 
 /// The protocol after the first message: learn the pid, put it in its
 /// cgroup (`join_cgroup`), and wait until the process is ready to execute
-/// the user program, collecting its console on the way.
+/// the user program, collecting its console and running the runtime's
+/// hooks (`runtime_hooks`, given the pid) on the way.
 fn drive_setup(
     mut parent: Channel,
     join_cgroup: impl FnOnce(Pid) -> Result<ContainerCgroup, ContainerError>,
+    runtime_hooks: impl FnOnce(Pid) -> Result<(), ContainerError>,
 ) -> Result<Created, ContainerError> {
     let pid = match receive(&mut parent, "reporting its pid")? {
         FromInit::Forked { pid } => Pid::from_raw(pid),
         other => return Err(ContainerError::Protocol(format!("{other:?}"))),
     };
     let cgroup = join_cgroup(pid)?;
-    parent.send(&ToInit::Proceed)?;
+    parent.send(&ToInit::Proceed { pid: pid.as_raw() })?;
     let mut console = None;
+    let mut runtime_hooks = Some(runtime_hooks);
     loop {
         match receive(&mut parent, "setup finished")? {
             FromInit::Console => console = Some(parent.recv_fd()?),
+            FromInit::RuntimeHooks => {
+                let run = runtime_hooks
+                    .take()
+                    .ok_or_else(|| ContainerError::Protocol("RuntimeHooks twice".into()))?;
+                run(pid)?;
+                parent.send(&ToInit::HooksDone)?;
+            }
             FromInit::Ready => {
                 return Ok(Created {
                     pid,
@@ -143,15 +159,46 @@ pub fn create(
     let linux = config.spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), &config.container_id)?;
     let resources = linux.resources().clone();
+    let new_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    let (spec, id, bundle) = (
+        config.spec.clone(),
+        config.container_id.clone(),
+        config.bundle.clone(),
+    );
     let mut parent = spawn_init(cmd, stdio)?;
     parent.send(&ToInit::Config(Box::new(config)))?;
     let mut made_cgroup = false;
-    let created = drive_setup(parent, |pid| {
+    let join = |pid: Pid| {
+        if new_userns {
+            crate::namespaces::write_id_mappings(
+                std::path::Path::new("/proc"),
+                pid.as_raw(),
+                linux.uid_mappings().as_deref().unwrap_or_default(),
+                linux.gid_mappings().as_deref().unwrap_or_default(),
+            )?;
+        }
         let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref())?;
         made_cgroup = true;
         cgroup.add_process(pid.as_raw() as u32)?;
         Ok(cgroup)
-    });
+    };
+    let hooks = |pid: Pid| {
+        let state = crate::hooks::state(
+            &spec,
+            &id,
+            oci_spec::runtime::ContainerState::Creating,
+            Some(pid.as_raw()),
+            &bundle,
+        );
+        crate::hooks::run(HookKind::Prestart, spec.hooks().as_ref(), &state)?;
+        crate::hooks::run(HookKind::CreateRuntime, spec.hooks().as_ref(), &state)?;
+        Ok(())
+    };
+    let created = drive_setup(parent, join, hooks);
     if created.is_err() && made_cgroup {
         // The failed init is exiting; its cgroup must not outlive it. The
         // creation error is what the caller needs, so a cleanup failure
@@ -172,14 +219,25 @@ pub fn exec(
 ) -> Result<Created, ContainerError> {
     let mut parent = spawn_init(cmd, stdio)?;
     parent.send(&ToInit::Exec(Box::new(config)))?;
-    drive_setup(parent, |pid| {
+    let join = |pid: Pid| {
         let cgroup = ContainerCgroup::load(cgroup_path);
         cgroup.add_process(pid.as_raw() as u32)?;
         Ok(cgroup)
+    };
+    drive_setup(parent, join, |_| {
+        Err(ContainerError::Protocol("RuntimeHooks in an exec".into()))
     })
 }
 
 impl Created {
+    /// Leaves the init waiting on its exec FIFO (see
+    /// [`InitConfig::exec_fifo`]) rather than on this channel, so that the
+    /// runtime process can exit before `start`.
+    pub fn detach(mut self) -> Result<Pid, ContainerError> {
+        self.channel.send(&ToInit::Detach)?;
+        Ok(self.pid)
+    }
+
     /// Lets the init execute the user program; returns once it has.
     pub fn start(mut self) -> Result<(), ContainerError> {
         self.channel.send(&ToInit::Start)?;

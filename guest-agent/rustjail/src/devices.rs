@@ -84,12 +84,15 @@ impl TryFrom<&LinuxDevice> for DeviceNode {
     }
 }
 
-/// Creates `devices` under `rootfs`, replacing nothing that is already there
-/// only if it is the same node.
+/// Creates `devices` under `rootfs` (replacing what is there). With
+/// `bind_from_host`, each is the host's node of the same path bind-mounted
+/// over an empty file: the way to get devices in a user namespace, where
+/// mknod is not allowed.
 pub fn create_devices(
     sys: &dyn Syscall,
     rootfs: &Path,
     devices: &[DeviceNode],
+    bind_from_host: bool,
 ) -> Result<(), DeviceError> {
     for d in devices {
         let path = secure_join(rootfs, &d.path).map_err(|source| DeviceError::Path {
@@ -100,6 +103,17 @@ pub fn create_devices(
             sys.create_dir_all(parent)?;
         }
         let _ = std::fs::remove_file(&path);
+        if bind_from_host {
+            sys.create_file(&path)?;
+            sys.mount(
+                Some(&d.path),
+                &path,
+                None,
+                nix::mount::MsFlags::MS_BIND,
+                None,
+            )?;
+            continue;
+        }
         sys.mknod(
             &path,
             d.kind,
@@ -167,7 +181,7 @@ mod tests {
             uid: 5,
             gid: 6,
         };
-        create_devices(&sys, root.path(), &[dev]).unwrap();
+        create_devices(&sys, root.path(), &[dev], false).unwrap();
         let calls = sys.calls.borrow();
         assert!(
             calls

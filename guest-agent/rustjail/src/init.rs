@@ -9,11 +9,12 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
+use oci_spec::runtime::{ContainerState, LinuxNamespaceType, LinuxSeccomp, Spec};
 
 use crate::caps::{CapPlan, CapsError};
 use crate::channel::{Channel, ChannelError, FromInit, ToInit};
 use crate::config::{ExecConfig, InitConfig};
+use crate::hooks::HookKind;
 use crate::namespaces::{self, NamespaceError, NamespacePlan};
 use crate::process::{self, ProcessError};
 use crate::rootfs::{self, RootfsError};
@@ -47,12 +48,39 @@ pub enum InitError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Loopback(#[from] crate::loopback::LoopbackError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Attr(#[from] crate::process_attrs::AttrError),
+    #[error("exec FIFO {path}: {source}")]
+    Fifo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("sysctl {key}: {source}")]
     Sysctl {
         key: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The entry of the re-executed init (`PROGRAM init --sync-fd 3`): takes
+/// the channel from the fd the runtime placed it at, then [`run`]s.
+pub fn main(program: &str, args: &[String]) -> ! {
+    let fd = match args {
+        [flag, n] if flag == "--sync-fd" => n.parse::<i32>().ok(),
+        _ => None,
+    };
+    let Some(fd) = fd.filter(|n| *n == crate::container::INIT_CHANNEL_FD) else {
+        eprintln!("{program} init: usage: {program} init --sync-fd 3");
+        std::process::exit(2);
+    };
+    // SAFETY: the runtime placed the channel socket at this fd number before
+    // executing us, and nothing else in this fresh process owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    run(fd)
 }
 
 /// Runs the init protocol on `channel_fd` and never returns: it either
@@ -72,11 +100,14 @@ pub fn run(channel_fd: OwnedFd) -> ! {
     };
     // Every error type here shows its cause in its own message.
     let message = err.to_string();
-    // The runtime may already be gone; there is no one else to tell.
-    let _ = channel.send(&FromInit::Failed {
+    let told = channel.send(&FromInit::Failed {
         stage: stage.to_string(),
-        message,
+        message: message.clone(),
     });
+    if told.is_err() || stage == STARTED {
+        // A detached runtime is gone: the container's stderr is left.
+        eprintln!("container init failed at {stage}: {message}");
+    }
     std::process::exit(1)
 }
 
@@ -105,6 +136,9 @@ fn expect_exact(
     }
 }
 
+/// The stage after a detached init was started through its FIFO.
+const STARTED: &str = "start after exec FIFO";
+
 fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, InitError> {
     match expect(channel, "Config or Exec")? {
         ToInit::Config(c) => create(channel, *c, stage),
@@ -124,19 +158,32 @@ fn create(
 ) -> Result<Infallible, InitError> {
     let spec = &config.spec;
     let linux = spec.linux().clone().unwrap_or_default();
+    *stage = "open exec FIFO";
+    let fifo = config.exec_fifo.as_deref().map(open_fifo_path).transpose()?;
     *stage = "namespaces";
     let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     namespaces::enter(&plan)?;
-    // Joining a pid namespace, like creating one, applies to children.
+    let new_time = plan.creates(LinuxNamespaceType::Time);
+    if new_time {
+        *stage = "time namespace offsets";
+        namespaces::write_time_offsets(&linux.time_offsets().clone().unwrap_or_default())?;
+    }
+    // Joining a pid namespace, like creating one, applies to children; so
+    // does a new time namespace.
     let joins_pid = plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid);
     report_pid(
         channel,
-        plan.creates(LinuxNamespaceType::Pid) || joins_pid,
+        plan.creates(LinuxNamespaceType::Pid) || joins_pid || new_time,
         stage,
     )?;
 
     *stage = "wait for cgroup";
-    expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
+    let host_pid = expect_proceed(channel)?;
+    let new_user = plan.creates(LinuxNamespaceType::User);
+    if new_user {
+        *stage = "become root of the user namespace";
+        become_userns_root()?;
+    }
     if plan.new_cgroup {
         *stage = "cgroup namespace";
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| InitError::Sys {
@@ -149,23 +196,143 @@ fn create(
         *stage = "loopback";
         crate::loopback::bring_up()?;
     }
-    if plan.creates(LinuxNamespaceType::Mount) {
+    let sys = LinuxSyscall;
+    let new_mount = plan.creates(LinuxNamespaceType::Mount);
+    if new_mount {
         *stage = "rootfs";
-        build_rootfs(&config)?;
+        rootfs::prepare(&sys, spec, &config.rootfs, new_user)?;
+    }
+    let state = |status| {
+        crate::hooks::state(spec, &config.container_id, status, Some(host_pid), &config.bundle)
+    };
+    run_creation_hooks(channel, spec, &state(ContainerState::Creating), stage)?;
+    if new_mount {
+        *stage = "pivot_root";
+        crate::syscall::Syscall::pivot_root(&sys, &config.rootfs).map_err(RootfsError::from)?;
+        *stage = "rootfs after pivot_root";
+        rootfs::finish(&sys, spec)?;
     }
     if plan.creates(LinuxNamespaceType::Uts) {
         *stage = "hostname";
-        if let Some(h) = spec.hostname() {
-            nix::unistd::sethostname(h).map_err(|source| InitError::Sys {
-                op: format!("sethostname {h}"),
-                source,
-            })?;
-        }
+        set_names(spec)?;
     }
     *stage = "sysctl";
     write_sysctls(spec)?;
+    if let Some(p) = linux.personality() {
+        *stage = "personality";
+        crate::process_attrs::set_personality(p)?;
+    }
     let process = spec.process().clone().unwrap_or_default();
-    become_process(channel, &process, linux.seccomp().as_ref(), stage)
+    let start = StartPlan {
+        fifo,
+        hooks: spec.hooks().clone(),
+        state: state(ContainerState::Created),
+    };
+    become_process(channel, &process, linux.seccomp().as_ref(), stage, start)
+}
+
+/// The prestart and createRuntime hooks (by the runtime, asked over the
+/// channel), then createContainer (here, in the container's namespaces).
+fn run_creation_hooks(
+    channel: &mut Channel,
+    spec: &Spec,
+    state: &oci_spec::runtime::State,
+    stage: &mut &'static str,
+) -> Result<(), InitError> {
+    let hooks = spec.hooks().as_ref();
+    if !HookKind::Prestart.of(hooks).is_empty() || !HookKind::CreateRuntime.of(hooks).is_empty() {
+        *stage = "prestart and createRuntime hooks";
+        channel.send(&FromInit::RuntimeHooks)?;
+        expect_exact(channel, "HooksDone", |m| matches!(m, ToInit::HooksDone))?;
+    }
+    *stage = "createContainer hooks";
+    crate::hooks::run(HookKind::CreateContainer, hooks, state)?;
+    Ok(())
+}
+
+fn set_names(spec: &Spec) -> Result<(), InitError> {
+    if let Some(h) = spec.hostname() {
+        nix::unistd::sethostname(h).map_err(|source| InitError::Sys {
+            op: format!("sethostname {h}"),
+            source,
+        })?;
+    }
+    if let Some(d) = spec.domainname() {
+        // SAFETY: the pointer and length describe `d`'s bytes, which the
+        // kernel only reads during the call.
+        let rc = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+        if rc < 0 {
+            return Err(InitError::Sys {
+                op: format!("setdomainname {d}"),
+                source: nix::Error::last(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn expect_proceed(channel: &mut Channel) -> Result<i32, InitError> {
+    match expect(channel, "Proceed")? {
+        ToInit::Proceed { pid } => Ok(pid),
+        other => Err(InitError::Protocol {
+            expected: "Proceed",
+            got: format!("{other:?}"),
+        }),
+    }
+}
+
+/// In a user namespace it created, the init's own ids are still the
+/// host's (unmapped); files it creates would fail with EOVERFLOW. The
+/// runtime has written the mappings, so become the namespace's root.
+fn become_userns_root() -> Result<(), InitError> {
+    let sys = |op: &str| {
+        let op = op.to_string();
+        move |source| InitError::Sys { op, source }
+    };
+    let root_g = nix::unistd::Gid::from_raw(0);
+    let root_u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g).map_err(sys("setresgid 0 in user namespace"))?;
+    nix::unistd::setresuid(root_u, root_u, root_u).map_err(sys("setresuid 0 in user namespace"))?;
+    Ok(())
+}
+
+/// An O_PATH handle on the exec FIFO, taken while its path is reachable.
+fn open_fifo_path(path: &Path) -> Result<OwnedFd, InitError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| InitError::Fifo {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Blocks until `start` opens the FIFO for reading, then tells it we go.
+fn wait_on_fifo(fifo: &OwnedFd) -> Result<(), InitError> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    // Reopening through /proc gives a real (writable) open of the FIFO;
+    // the O_PATH handle itself cannot be written.
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let fifo_err = |source| InitError::Fifo {
+        path: path.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(fifo_err)?;
+    f.write_all(b"0").map_err(fifo_err)
+}
+
+/// What a created container waits for and runs on `start`.
+struct StartPlan {
+    fifo: Option<OwnedFd>,
+    hooks: Option<oci_spec::runtime::Hooks>,
+    state: oci_spec::runtime::State,
 }
 
 /// Joins a running container (all of its init's namespaces; the runtime
@@ -181,9 +348,14 @@ fn exec(
     let joined_pid = plan.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid);
     report_pid(channel, joined_pid, stage)?;
     *stage = "wait for cgroup";
-    expect_exact(channel, "Proceed", |m| matches!(m, ToInit::Proceed))?;
+    expect_proceed(channel)?;
     setsid()?;
-    become_process(channel, &config.process, config.seccomp.as_ref(), stage)
+    let start = StartPlan {
+        fifo: None,
+        hooks: None,
+        state: oci_spec::runtime::State::default(),
+    };
+    become_process(channel, &config.process, config.seccomp.as_ref(), stage, start)
 }
 
 /// Tells the runtime the pid of the process that will exec the user
@@ -233,6 +405,7 @@ fn become_process(
     process: &oci_spec::runtime::Process,
     seccomp: Option<&LinuxSeccomp>,
     stage: &mut &'static str,
+    start: StartPlan,
 ) -> Result<Infallible, InitError> {
     if process.terminal().unwrap_or(false) {
         *stage = "console";
@@ -244,21 +417,29 @@ fn become_process(
     let (exec, late_seccomp) = prepare_process(process, seccomp)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
-    expect_exact(channel, "Start", |m| matches!(m, ToInit::Start))?;
+    match (expect(channel, "Start or Detach")?, &start.fifo) {
+        (ToInit::Start, _) => {}
+        (ToInit::Detach, Some(fifo)) => {
+            *stage = "wait on exec FIFO";
+            wait_on_fifo(fifo)?;
+            *stage = STARTED;
+        }
+        (other, _) => {
+            return Err(InitError::Protocol {
+                expected: "Start (or Detach with an exec FIFO)",
+                got: format!("{other:?}"),
+            })
+        }
+    }
+    let mut state = start.state;
+    state.set_status(ContainerState::Running);
+    crate::hooks::run(HookKind::StartContainer, start.hooks.as_ref(), &state)?;
     if let Some(filters) = late_seccomp {
         *stage = "seccomp";
         filters.install()?;
     }
     *stage = "exec";
     Ok(exec.exec()?)
-}
-
-fn build_rootfs(config: &InitConfig) -> Result<(), InitError> {
-    let sys = LinuxSyscall;
-    rootfs::prepare(&sys, &config.spec, &config.rootfs)?;
-    crate::syscall::Syscall::pivot_root(&sys, &config.rootfs).map_err(RootfsError::from)?;
-    rootfs::finish(&sys, &config.spec)?;
-    Ok(())
 }
 
 fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
@@ -310,6 +491,13 @@ fn prepare_process(
     let nnp = process.no_new_privileges().unwrap_or(false);
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+    // Both may need privileges the user switch drops (real-time classes).
+    if let Some(s) = process.scheduler() {
+        crate::process_attrs::set_scheduler(s)?;
+    }
+    if let Some(p) = process.io_priority() {
+        crate::process_attrs::set_io_priority(p)?;
+    }
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
             InitError::Sys {
@@ -337,5 +525,11 @@ fn prepare_process(
             source,
         })?;
     }
-    Ok((process::ExecPlan::new(process)?, filters.filter(|_| nnp)))
+    let mut process = process.clone();
+    let mut env = process.env().clone().unwrap_or_default();
+    if let Some(home) = crate::users::home_env(Path::new("/"), process.user().uid(), &env) {
+        env.push(home);
+        process.set_env(Some(env));
+    }
+    Ok((process::ExecPlan::new(&process)?, filters.filter(|_| nnp)))
 }

@@ -80,6 +80,14 @@ const PROPAGATION_OPTIONS: &[(&str, MsFlags)] = &[
 
 /// Splits OCI mount options. Options that are neither flags nor propagation
 /// are passed to the filesystem as data, as runc does.
+/// Every mount option name [`parse_options`] turns into flags.
+pub fn known_options() -> impl Iterator<Item = &'static str> {
+    FLAG_OPTIONS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain(PROPAGATION_OPTIONS.iter().map(|(name, _)| *name))
+}
+
 pub fn parse_options(options: &[String]) -> MountOptions {
     let mut out = MountOptions {
         flags: MsFlags::empty(),

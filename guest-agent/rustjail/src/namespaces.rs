@@ -31,6 +31,65 @@ pub enum NamespaceError {
     },
     #[error("namespace {0} listed twice")]
     Duplicate(&'static str),
+    #[error("user namespace: write {file}: {source}")]
+    IdMap {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("time namespace: write timens_offsets: {0}")]
+    TimeOffsets(#[source] std::io::Error),
+}
+
+/// One `uid_map`/`gid_map` file's text: `container host size` per line.
+pub fn id_map_text(mappings: &[oci_spec::runtime::LinuxIdMapping]) -> String {
+    mappings
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+/// Writes the user namespace mappings of process `pid`. Done by the
+/// runtime, which holds CAP_SETUID/CAP_SETGID in the parent namespace: the
+/// process in the new namespace could map only its own id.
+pub fn write_id_mappings(
+    proc_root: &Path,
+    pid: i32,
+    uids: &[oci_spec::runtime::LinuxIdMapping],
+    gids: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<(), NamespaceError> {
+    for (name, maps) in [("uid_map", uids), ("gid_map", gids)] {
+        if maps.is_empty() {
+            continue;
+        }
+        let file = proc_root.join(pid.to_string()).join(name);
+        std::fs::write(&file, id_map_text(maps)).map_err(|source| NamespaceError::IdMap {
+            file: file.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Sets the clock offsets of a time namespace this process just created
+/// (allowed only before any process has entered it).
+pub fn write_time_offsets(
+    offsets: &std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>,
+) -> Result<(), NamespaceError> {
+    let text: String = offsets
+        .iter()
+        .map(|(clock, o)| {
+            format!(
+                "{clock} {} {}\n",
+                o.secs().unwrap_or(0),
+                o.nanosecs().unwrap_or(0)
+            )
+        })
+        .collect();
+    if text.is_empty() {
+        return Ok(());
+    }
+    std::fs::write("/proc/self/timens_offsets", text).map_err(NamespaceError::TimeOffsets)
 }
 
 pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {

@@ -33,8 +33,15 @@ fn propagation(spec: &Spec) -> Result<MsFlags, RootfsError> {
     }
 }
 
-/// Everything done before pivot_root, in a fresh mount namespace.
-pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
+/// Everything done before pivot_root, in a fresh mount namespace. In a
+/// new user namespace (`in_userns`) device nodes cannot be made, so the
+/// host's are bind-mounted, as runc does.
+pub fn prepare(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    rootfs: &Path,
+    in_userns: bool,
+) -> Result<(), RootfsError> {
     // Mounts made for the container must not propagate back to the host
     // (or the guest's shared directory).
     sys.mount(None, Path::new("/"), None, propagation(spec)?, None)?;
@@ -58,7 +65,7 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path) -> Result<(), Root
     {
         nodes.push(DeviceNode::try_from(&d)?);
     }
-    devices::create_devices(sys, rootfs, &nodes)?;
+    devices::create_devices(sys, rootfs, &nodes, in_userns)?;
     devices::create_dev_symlinks(sys, rootfs)?;
     Ok(())
 }
@@ -141,7 +148,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let spec = Spec::default();
         let sys = RecordingSyscall::default();
-        prepare(&sys, &spec, root.path()).unwrap();
+        prepare(&sys, &spec, root.path(), false).unwrap();
         let calls = sys.calls.borrow();
         assert!(calls[0].contains("MS_REC | MS_SLAVE"), "{calls:?}");
         assert!(calls[1].contains("MS_BIND | MS_REC"), "{calls:?}");
@@ -164,7 +171,7 @@ mod tests {
             l.set_rootfs_propagation(Some("sideways".into()));
         }
         let sys = RecordingSyscall::default();
-        let err = prepare(&sys, &spec, Path::new("/tmp")).unwrap_err();
+        let err = prepare(&sys, &spec, Path::new("/tmp"), false).unwrap_err();
         assert!(err.to_string().contains("sideways"));
     }
 }

@@ -41,6 +41,15 @@ pub struct Compiled {
 
 const EPERM: u32 = libc::EPERM as u32;
 
+/// The libseccomp name of the one architecture filters are built for.
+pub fn native_arch_name() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "SCMP_ARCH_AARCH64"
+    } else {
+        "SCMP_ARCH_X86_64"
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 const ARCH: TargetArch = TargetArch::x86_64;
 #[cfg(target_arch = "aarch64")]

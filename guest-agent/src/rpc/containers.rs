@@ -204,8 +204,10 @@ impl Service {
         let config = InitConfig {
             container_id: req.container_id.clone(),
             spec,
+            bundle: rootfs.parent().map(PathBuf::from).unwrap_or_default(),
             rootfs,
             loopback_up: true,
+            exec_fifo: None,
         };
         let cmd = init_command();
         let mut created = blocking("create task", move || {
