@@ -32,7 +32,6 @@ mod stdio_rpc;
 mod storage;
 mod switch_root;
 
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {

@@ -25,6 +25,16 @@ pub enum CgroupError {
     },
     #[error("cgroup {0}: its processes did not all freeze within 5s")]
     FreezeTimeout(String),
+    #[error("cgroup {0}: linux.resources.unified needs cgroup v2; this host has v1")]
+    UnifiedOnV1(String),
+    #[error("linux.resources.unified: {0:?} is not a cgroup file name")]
+    UnifiedKey(String),
+    #[error("cgroup file {file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 const FREEZE_POLL: Duration = Duration::from_millis(10);
@@ -55,14 +65,14 @@ impl ContainerCgroup {
             path: path.to_string(),
             source,
         };
-        let cgroup = Cgroup::new(hierarchies::auto(), path).map_err(err)?;
-        if let Some(r) = resources {
-            cgroup.apply(&to_resources(r)).map_err(err)?;
-        }
-        Ok(ContainerCgroup {
+        let cgroup = ContainerCgroup {
             path: path.to_string(),
-            cgroup,
-        })
+            cgroup: Cgroup::new(hierarchies::auto(), path).map_err(err)?,
+        };
+        if let Some(r) = resources {
+            cgroup.update(r)?;
+        }
+        Ok(cgroup)
     }
 
     /// Loads an existing cgroup.
@@ -162,7 +172,40 @@ impl ContainerCgroup {
             .map_err(|source| CgroupError::Cgroups {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        if let Some(cpu) = resources.cpu() {
+            self.set_realtime(cpu.realtime_period(), cpu.realtime_runtime())?;
+        }
+        write_unified(self, &resources.unified().clone().unwrap_or_default())
+    }
+
+    /// cgroup v1's real-time budget (cgroups-rs leaves it out). The period
+    /// goes first: the runtime must fit in it.
+    fn set_realtime(&self, period: Option<u64>, runtime: Option<i64>) -> Result<(), CgroupError> {
+        if period.is_none() && runtime.is_none() {
+            return Ok(());
+        }
+        let cpu: &cgroups_rs::cpu::CpuController =
+            self.cgroup
+                .controller_of()
+                .ok_or_else(|| CgroupError::NoController {
+                    path: self.path.clone(),
+                    controller: "cpu (for realtimeRuntime/realtimePeriod)",
+                })?;
+        let dir = cgroups_rs::Controller::path(cpu).to_path_buf();
+        let files = [
+            ("cpu.rt_period_us", period.map(|p| p.to_string())),
+            ("cpu.rt_runtime_us", runtime.map(|r| r.to_string())),
+        ];
+        for (file, value) in files {
+            if let Some(v) = value {
+                std::fs::write(dir.join(file), v).map_err(|source| CgroupError::File {
+                    file: file.to_string(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The cgroup's directory on a cgroup v2 host; None on v1.
@@ -215,13 +258,18 @@ impl ContainerCgroup {
     }
 }
 
-/// The subset of OCI resources the first container path applies.
+/// OCI resources in cgroups-rs's terms. Device rules end with runc's
+/// default allow list (the standard nodes, ptys, and mknod of anything),
+/// which containerd's specs rely on after their "deny all".
 fn to_resources(r: &LinuxResources) -> Resources {
     let mut out = Resources::default();
     if let Some(m) = r.memory() {
         out.memory.memory_hard_limit = m.limit();
         out.memory.memory_soft_limit = m.reservation();
         out.memory.memory_swap_limit = m.swap();
+        out.memory.kernel_memory_limit = m.kernel();
+        out.memory.kernel_tcp_memory_limit = m.kernel_tcp();
+        out.memory.swappiness = m.swappiness();
     }
     if let Some(c) = r.cpu() {
         out.cpu.shares = c.shares();
@@ -229,6 +277,8 @@ fn to_resources(r: &LinuxResources) -> Resources {
         out.cpu.period = c.period();
         out.cpu.cpus = c.cpus().clone();
         out.cpu.mems = c.mems().clone();
+        out.cpu.realtime_runtime = c.realtime_runtime();
+        out.cpu.realtime_period = c.realtime_period();
     }
     if let Some(p) = r.pids() {
         out.pid.maximum_number_of_processes = Some(if p.limit() > 0 {
@@ -237,7 +287,136 @@ fn to_resources(r: &LinuxResources) -> Resources {
             MaxValue::Max
         });
     }
+    if let Some(b) = r.block_io() {
+        out.blkio = blkio(b);
+    }
+    for h in r.hugepage_limits().iter().flatten() {
+        out.hugepages.limits.push(cgroups_rs::HugePageResource {
+            size: h.page_size().clone(),
+            limit: h.limit() as u64,
+        });
+    }
+    if let Some(n) = r.network() {
+        out.network.class_id = n.class_id().map(u64::from);
+        out.network.priorities = n
+            .priorities()
+            .iter()
+            .flatten()
+            .map(|p| cgroups_rs::NetworkPriority {
+                name: p.name().clone(),
+                priority: u64::from(p.priority()),
+            })
+            .collect();
+    }
+    if let Some(rules) = r.devices() {
+        out.devices.devices = rules.iter().map(device_rule).collect();
+        out.devices.devices.extend(default_device_rules());
+    }
     out
+}
+
+fn blkio(b: &oci_spec::runtime::LinuxBlockIo) -> cgroups_rs::BlkIoResources {
+    use cgroups_rs::{BlkIoDeviceResource, BlkIoDeviceThrottleResource};
+    let throttle = |list: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| {
+        list.iter()
+            .flatten()
+            .map(|t| BlkIoDeviceThrottleResource {
+                major: t.major() as u64,
+                minor: t.minor() as u64,
+                rate: t.rate(),
+            })
+            .collect()
+    };
+    cgroups_rs::BlkIoResources {
+        weight: b.weight(),
+        leaf_weight: b.leaf_weight(),
+        weight_device: b
+            .weight_device()
+            .iter()
+            .flatten()
+            .map(|w| BlkIoDeviceResource {
+                major: w.major() as u64,
+                minor: w.minor() as u64,
+                weight: w.weight(),
+                leaf_weight: w.leaf_weight(),
+            })
+            .collect(),
+        throttle_read_bps_device: throttle(b.throttle_read_bps_device()),
+        throttle_read_iops_device: throttle(b.throttle_read_iops_device()),
+        throttle_write_bps_device: throttle(b.throttle_write_bps_device()),
+        throttle_write_iops_device: throttle(b.throttle_write_iops_device()),
+        ..Default::default()
+    }
+}
+
+fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> cgroups_rs::DeviceResource {
+    use cgroups_rs::devices::{DevicePermissions as P, DeviceType as T};
+    use oci_spec::runtime::LinuxDeviceType as D;
+    let access = d.access().as_deref().unwrap_or("rwm");
+    cgroups_rs::DeviceResource {
+        allow: d.allow(),
+        devtype: match d.typ() {
+            Some(D::C) | Some(D::U) => T::Char,
+            Some(D::B) => T::Block,
+            _ => T::All,
+        },
+        major: d.major().unwrap_or(-1),
+        minor: d.minor().unwrap_or(-1),
+        access: [('r', P::Read), ('w', P::Write), ('m', P::MkNod)]
+            .into_iter()
+            .filter(|(c, _)| access.contains(*c))
+            .map(|(_, p)| p)
+            .collect(),
+    }
+}
+
+/// runc's allowed devices: mknod of any node, the standard nodes, ptys.
+fn default_device_rules() -> Vec<cgroups_rs::DeviceResource> {
+    use cgroups_rs::devices::{DevicePermissions as P, DeviceType as T};
+    let rule = |devtype, major, minor, access: &[P]| cgroups_rs::DeviceResource {
+        allow: true,
+        devtype,
+        major,
+        minor,
+        access: access.to_vec(),
+    };
+    let rwm = [P::Read, P::Write, P::MkNod];
+    vec![
+        rule(T::Char, -1, -1, &[P::MkNod]),
+        rule(T::Block, -1, -1, &[P::MkNod]),
+        rule(T::Char, 1, 3, &rwm),    // null
+        rule(T::Char, 1, 5, &rwm),    // zero
+        rule(T::Char, 1, 7, &rwm),    // full
+        rule(T::Char, 1, 8, &rwm),    // random
+        rule(T::Char, 1, 9, &rwm),    // urandom
+        rule(T::Char, 5, 0, &rwm),    // tty
+        rule(T::Char, 5, 1, &rwm),    // console
+        rule(T::Char, 5, 2, &rwm),    // ptmx
+        rule(T::Char, 136, -1, &rwm), // pts
+    ]
+}
+
+/// `linux.resources.unified`: files written as named in a v2 cgroup.
+fn write_unified(
+    cgroup: &ContainerCgroup,
+    unified: &std::collections::HashMap<String, String>,
+) -> Result<(), CgroupError> {
+    if unified.is_empty() {
+        return Ok(());
+    }
+    let dir = cgroup
+        .v2_dir()
+        .ok_or_else(|| CgroupError::UnifiedOnV1(cgroup.path.clone()))?;
+    for (key, value) in unified {
+        if key.contains('/') || key.starts_with('.') {
+            return Err(CgroupError::UnifiedKey(key.clone()));
+        }
+        std::fs::write(dir.join(key), value).map_err(|source| CgroupError::File {
+            file: format!("{key} (linux.resources.unified)"),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -158,7 +158,10 @@ pub fn create(
 ) -> Result<Created, ContainerError> {
     let linux = config.spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), &config.container_id)?;
-    let resources = linux.resources().clone();
+    let resources = linux
+        .resources()
+        .clone()
+        .map(|r| allow_spec_devices(r, &linux));
     let new_userns = linux
         .namespaces()
         .iter()
@@ -206,6 +209,28 @@ pub fn create(
         let _ = ContainerCgroup::load(&cgroup_path).discard();
     }
     created
+}
+
+/// Device rules that deny end with allows for the spec's own devices
+/// (as runc adds them): a container can use the nodes it was given.
+fn allow_spec_devices(
+    mut r: oci_spec::runtime::LinuxResources,
+    linux: &oci_spec::runtime::Linux,
+) -> oci_spec::runtime::LinuxResources {
+    let Some(mut rules) = r.devices().clone() else {
+        return r;
+    };
+    for d in linux.devices().iter().flatten() {
+        let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(d.typ()));
+        rule.set_major(Some(d.major()));
+        rule.set_minor(Some(d.minor()));
+        rule.set_access(Some("rwm".into()));
+        rules.push(rule);
+    }
+    r.set_devices(Some(rules));
+    r
 }
 
 /// Starts a process inside a running container: it joins the namespaces

@@ -56,7 +56,17 @@ mod tests {
         let doc = super::document();
         let f: oci_spec::runtime::Features = serde_json::from_value(doc).unwrap();
         let linux = f.linux().as_ref().unwrap();
-        assert!(linux.capabilities().as_ref().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
-        assert!(f.mount_options().as_ref().unwrap().iter().any(|o| o == "nosuid"));
+        assert!(linux
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN"));
+        assert!(f
+            .mount_options()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|o| o == "nosuid"));
     }
 }

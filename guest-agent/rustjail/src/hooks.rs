@@ -137,7 +137,13 @@ fn run_one(kind: HookKind, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     }
     command
         .env_clear()
-        .envs(hook.env().as_deref().unwrap_or_default().iter().filter_map(|e| e.split_once('=')))
+        .envs(
+            hook.env()
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|e| e.split_once('=')),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

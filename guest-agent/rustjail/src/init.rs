@@ -158,8 +158,15 @@ fn create(
 ) -> Result<Infallible, InitError> {
     let spec = &config.spec;
     let linux = spec.linux().clone().unwrap_or_default();
+    // Device nodes and files get exactly the modes the spec gives; the
+    // process gets its own umask later.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     *stage = "open exec FIFO";
-    let fifo = config.exec_fifo.as_deref().map(open_fifo_path).transpose()?;
+    let fifo = config
+        .exec_fifo
+        .as_deref()
+        .map(open_fifo_path)
+        .transpose()?;
     *stage = "namespaces";
     let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     namespaces::enter(&plan)?;
@@ -203,12 +210,23 @@ fn create(
         rootfs::prepare(&sys, spec, &config.rootfs, new_user)?;
     }
     let state = |status| {
-        crate::hooks::state(spec, &config.container_id, status, Some(host_pid), &config.bundle)
+        crate::hooks::state(
+            spec,
+            &config.container_id,
+            status,
+            Some(host_pid),
+            &config.bundle,
+        )
     };
     run_creation_hooks(channel, spec, &state(ContainerState::Creating), stage)?;
     if new_mount {
         *stage = "pivot_root";
         crate::syscall::Syscall::pivot_root(&sys, &config.rootfs).map_err(RootfsError::from)?;
+    }
+    // Before readonlyPaths makes /proc/sys read-only.
+    *stage = "sysctl";
+    write_sysctls(spec)?;
+    if new_mount {
         *stage = "rootfs after pivot_root";
         rootfs::finish(&sys, spec)?;
     }
@@ -216,8 +234,6 @@ fn create(
         *stage = "hostname";
         set_names(spec)?;
     }
-    *stage = "sysctl";
-    write_sysctls(spec)?;
     if let Some(p) = linux.personality() {
         *stage = "personality";
         crate::process_attrs::set_personality(p)?;
@@ -355,7 +371,13 @@ fn exec(
         hooks: None,
         state: oci_spec::runtime::State::default(),
     };
-    become_process(channel, &config.process, config.seccomp.as_ref(), stage, start)
+    become_process(
+        channel,
+        &config.process,
+        config.seccomp.as_ref(),
+        stage,
+        start,
+    )
 }
 
 /// Tells the runtime the pid of the process that will exec the user

@@ -30,7 +30,7 @@ pub enum JailError {
     Cgroup(#[from] CgroupError),
     #[error("{path}: {message}")]
     Spec { path: String, message: String },
-    #[error("container {id} is {status}: cannot {op} it")]
+    #[error("container {id} is {status}: cannot {op}")]
     Status {
         id: String,
         status: Status,
@@ -112,12 +112,7 @@ impl Jail {
     }
 
     /// The record of a container in one of `allowed` states.
-    fn load_in(
-        &self,
-        id: &str,
-        allowed: &[Status],
-        op: &'static str,
-    ) -> Result<Record, JailError> {
+    fn load_in(&self, id: &str, allowed: &[Status], op: &'static str) -> Result<Record, JailError> {
         let record = self.root.load(id)?;
         let status = self.status(&record);
         if !allowed.contains(&status) {
@@ -132,13 +127,23 @@ impl Jail {
 
     /// Creates container `id` from `bundle` and leaves its init waiting on
     /// the exec FIFO for [`Jail::start`]; returns the init's pid.
-    pub fn create_detached(&self, id: &str, bundle: &Path, attach: Attach) -> Result<Pid, JailError> {
+    pub fn create_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        attach: Attach,
+    ) -> Result<Pid, JailError> {
         Ok(self.create(id, bundle, attach, true)?.detach()?)
     }
 
     /// Creates container `id` from `bundle` for this process to start
     /// (with [`Created::start`]) and wait for, as `run` does.
-    pub fn create_attached(&self, id: &str, bundle: &Path, attach: Attach) -> Result<Created, JailError> {
+    pub fn create_attached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        attach: Attach,
+    ) -> Result<Created, JailError> {
         self.create(id, bundle, attach, false)
     }
 
@@ -177,11 +182,12 @@ impl Jail {
     ) -> Result<Created, JailError> {
         let fifo = self.root.exec_fifo(id);
         if detach {
-            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
-                .map_err(|source| JailError::Sys {
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(
+                |source| JailError::Sys {
                     op: format!("mkfifo {}", fifo.display()),
                     source,
-                })?;
+                },
+            )?;
         }
         let linux = spec.linux().clone().unwrap_or_default();
         let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), id)?;
@@ -217,7 +223,7 @@ impl Jail {
     /// Lets a created container run its user program; returns the
     /// poststart hook failures, which (as the spec says) only warn.
     pub fn start(&self, id: &str) -> Result<Vec<String>, JailError> {
-        let record = self.load_in(id, &[Status::Created], "start")?;
+        let record = self.load_in(id, &[Status::Created], "start it")?;
         let fifo = self.root.exec_fifo(id);
         self.open_fifo_and_wait(&record, &fifo)?;
         let _ = std::fs::remove_file(&fifo);
@@ -235,7 +241,13 @@ impl Jail {
     }
 
     fn hook_state(&self, record: &Record, status: Status) -> oci_spec::runtime::State {
-        hooks::state(&record.spec, &record.id, status.into(), Some(record.pid), &record.bundle)
+        hooks::state(
+            &record.spec,
+            &record.id,
+            status.into(),
+            Some(record.pid),
+            &record.bundle,
+        )
     }
 
     /// Opens the FIFO for reading (which unblocks the init's open for
@@ -275,12 +287,8 @@ impl Jail {
     /// Sends `signal` to the container's init, or with `all` to every
     /// process in its cgroup.
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), JailError> {
-        let live = [
-            Status::Created,
-            Status::Running,
-            Status::Paused,
-        ];
-        let record = self.load_in(id, &live, "kill")?;
+        let live = [Status::Created, Status::Running, Status::Paused];
+        let record = self.load_in(id, &live, "kill it")?;
         let pids = if all {
             self.pids(&record)
         } else {
@@ -329,7 +337,7 @@ impl Jail {
                 return Err(JailError::Status {
                     id: id.to_string(),
                     status,
-                    op: "delete (it is not stopped; use --force)",
+                    op: "delete it unless stopped (use --force)",
                 })
             }
         }
@@ -360,12 +368,12 @@ impl Jail {
     }
 
     pub fn pause(&self, id: &str) -> Result<(), JailError> {
-        let record = self.load_in(id, &[Status::Running], "pause")?;
+        let record = self.load_in(id, &[Status::Running], "pause it")?;
         Ok(ContainerCgroup::load(&record.cgroup_path).freeze()?)
     }
 
     pub fn resume(&self, id: &str) -> Result<(), JailError> {
-        let record = self.load_in(id, &[Status::Paused], "resume")?;
+        let record = self.load_in(id, &[Status::Paused], "resume it")?;
         Ok(ContainerCgroup::load(&record.cgroup_path).thaw()?)
     }
 
@@ -373,12 +381,16 @@ impl Jail {
     /// with [`Created::start`].
     pub fn exec(&self, id: &str, process: Process, attach: Attach) -> Result<Created, JailError> {
         let live = [Status::Created, Status::Running];
-        let record = self.load_in(id, &live, "exec in")?;
+        let record = self.load_in(id, &live, "exec in it")?;
         let config = ExecConfig {
             container_id: id.to_string(),
             init_pid: record.pid,
             process,
-            seccomp: record.spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            seccomp: record
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone()),
         };
         let mut created = container::exec(&self.init, config, &record.cgroup_path, attach.stdio)?;
         if let (Some(socket), Some(master)) = (&attach.console_socket, created.console.take()) {
@@ -407,7 +419,9 @@ pub fn become_subreaper() -> Result<(), JailError> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and no pointers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc < 0 {
-        return Err(io("prctl PR_SET_CHILD_SUBREAPER")(std::io::Error::last_os_error()));
+        return Err(io("prctl PR_SET_CHILD_SUBREAPER")(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -34,6 +34,10 @@ pub struct MountOptions {
     pub propagation: MsFlags,
     /// Filesystem-specific options (`mode=755`, `size=65536k`, ...).
     pub data: Vec<String>,
+    /// `MOUNT_ATTR_*` bits to set and clear on the mount and all below it
+    /// (`rro`, `rnosuid`...), applied with mount_setattr(2).
+    pub recursive_set: u64,
+    pub recursive_clear: u64,
 }
 
 /// (option, clears the flag, flag)
@@ -67,6 +71,20 @@ const FLAG_OPTIONS: &[(&str, bool, MsFlags)] = &[
     ("loud", true, MsFlags::MS_SILENT),
 ];
 
+/// Recursive options: (name, whether it clears, MOUNT_ATTR_* bits).
+const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
+    ("rro", false, 0x1),
+    ("rrw", true, 0x1),
+    ("rnosuid", false, 0x2),
+    ("rsuid", true, 0x2),
+    ("rnodev", false, 0x4),
+    ("rdev", true, 0x4),
+    ("rnoexec", false, 0x8),
+    ("rexec", true, 0x8),
+    ("rnodiratime", false, 0x80),
+    ("rdiratime", true, 0x80),
+];
+
 const PROPAGATION_OPTIONS: &[(&str, MsFlags)] = &[
     ("private", MsFlags::MS_PRIVATE),
     ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
@@ -85,6 +103,7 @@ pub fn known_options() -> impl Iterator<Item = &'static str> {
     FLAG_OPTIONS
         .iter()
         .map(|(name, _, _)| *name)
+        .chain(RECURSIVE_OPTIONS.iter().map(|(name, _, _)| *name))
         .chain(PROPAGATION_OPTIONS.iter().map(|(name, _)| *name))
 }
 
@@ -93,6 +112,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
         flags: MsFlags::empty(),
         propagation: MsFlags::empty(),
         data: Vec::new(),
+        recursive_set: 0,
+        recursive_clear: 0,
     };
     for opt in options {
         if let Some((_, clear, flag)) = FLAG_OPTIONS.iter().find(|(name, _, _)| name == opt) {
@@ -100,6 +121,14 @@ pub fn parse_options(options: &[String]) -> MountOptions {
                 out.flags.remove(*flag);
             } else {
                 out.flags.insert(*flag);
+            }
+        } else if let Some((_, clear, bits)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
+            if *clear {
+                out.recursive_clear |= bits;
+                out.recursive_set &= !bits;
+            } else {
+                out.recursive_set |= bits;
+                out.recursive_clear &= !bits;
             }
         } else if let Some((_, flag)) = PROPAGATION_OPTIONS.iter().find(|(name, _)| name == opt) {
             out.propagation.insert(*flag);
@@ -176,6 +205,9 @@ pub fn mount_entry(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<PathBu
     }
     if !opts.propagation.is_empty() {
         sys.mount(None, &dest, None, opts.propagation, None)?;
+    }
+    if opts.recursive_set != 0 || opts.recursive_clear != 0 {
+        sys.mount_setattr_recursive(&dest, opts.recursive_set, opts.recursive_clear)?;
     }
     Ok(dest)
 }

@@ -126,9 +126,9 @@ pub fn set_user(user: &User) -> Result<(), ProcessError> {
         Uid::from_raw(user.uid()),
     )
     .map_err(sys(format!("setuid {}", user.uid())))?;
-    if let Some(mask) = user.umask() {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
+    // runc's default when the spec gives none.
+    let mask = user.umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! I/O priority, scheduling policy, and personality.
 
 use oci_spec::runtime::{
-    IOPriorityClass, LinuxIOPriority, LinuxPersonality, LinuxPersonalityDomain,
-    LinuxSchedulerFlag, LinuxSchedulerPolicy, Scheduler,
+    IOPriorityClass, LinuxIOPriority, LinuxPersonality, LinuxPersonalityDomain, LinuxSchedulerFlag,
+    LinuxSchedulerPolicy, Scheduler,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,12 @@ pub fn sched_attr(s: &Scheduler) -> Result<SchedAttr, AttrError> {
     Ok(SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: policy_number(policy),
-        flags: s.flags().iter().flatten().map(flag_bit).fold(0, |a, b| a | b),
+        flags: s
+            .flags()
+            .iter()
+            .flatten()
+            .map(flag_bit)
+            .fold(0, |a, b| a | b),
         nice,
         priority: priority.max(0) as u32,
         runtime: s.runtime().unwrap_or(0),
@@ -208,6 +213,9 @@ mod tests {
             .nice(30)
             .build()
             .unwrap();
-        assert!(sched_attr(&idle_nice).unwrap_err().to_string().contains("nice 30"));
+        assert!(sched_attr(&idle_nice)
+            .unwrap_err()
+            .to_string()
+            .contains("nice 30"));
     }
 }

@@ -43,8 +43,13 @@ pub fn prepare(
     in_userns: bool,
 ) -> Result<(), RootfsError> {
     // Mounts made for the container must not propagate back to the host
-    // (or the guest's shared directory).
-    sys.mount(None, Path::new("/"), None, propagation(spec)?, None)?;
+    // (or the guest's shared directory). A shared root would also make
+    // pivot_root fail: the spec's propagation is applied after it.
+    let before_pivot = match propagation(spec)? {
+        p if p.contains(MsFlags::MS_PRIVATE) => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    sys.mount(None, Path::new("/"), None, before_pivot, None)?;
     // pivot_root needs the new root to be a mount point.
     sys.mount(
         Some(rootfs),

@@ -225,7 +225,9 @@ pub fn status(
 
 /// `now` as RFC 3339 in UTC with nanoseconds, as runc writes `created`.
 pub fn rfc3339(now: std::time::SystemTime) -> String {
-    let d = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -266,7 +268,10 @@ mod tests {
         let t = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
         assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00.000000000Z");
-        assert_eq!(rfc3339(t(1_795_392_000 + 3661)), "2026-11-23T01:01:01.000000000Z");
+        assert_eq!(
+            rfc3339(t(1_795_392_000 + 3661)),
+            "2026-11-23T01:01:01.000000000Z"
+        );
     }
 
     #[test]
@@ -276,7 +281,10 @@ mod tests {
         root.claim("c1").unwrap();
         assert!(matches!(root.claim("c1"), Err(StateError::Exists(_))));
         assert!(matches!(root.load("c1"), Err(StateError::NotFound(_))));
-        assert!(root.list().unwrap().is_empty(), "a claim without a record is not listed");
+        assert!(
+            root.list().unwrap().is_empty(),
+            "a claim without a record is not listed"
+        );
         let me = std::process::id() as i32;
         let (start, zombie) = process_start(Path::new("/proc"), me).unwrap();
         assert!(!zombie);

@@ -48,6 +48,9 @@ pub trait Syscall {
     fn create_file(&self, path: &Path) -> Result<()>;
     /// How this system mounts its cgroups (for `cgroup` mount entries).
     fn cgroup_layout(&self) -> Result<CgroupLayout>;
+    /// Sets and clears `MOUNT_ATTR_*` on the mount at `target` and every
+    /// mount below it (mount_setattr(2) with AT_RECURSIVE).
+    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> Result<()>;
 }
 
 /// The real thing.
@@ -119,6 +122,46 @@ impl Syscall for LinuxSyscall {
         let text = std::fs::read_to_string(path).map_err(|e| err("read", path, e))?;
         Ok(layout_from_mountinfo(&text))
     }
+
+    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> Result<()> {
+        /// `struct mount_attr` of mount_setattr(2).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        const AT_RECURSIVE: libc::c_uint = 0x8000;
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|e| err("mount_setattr", target, std::io::Error::other(e)))?;
+        // SAFETY: `path` is a NUL-terminated string and `attr` a valid
+        // mount_attr whose size is passed; the kernel only reads both.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(err(
+                "mount_setattr",
+                target,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +227,12 @@ pub mod recording {
         }
         fn cgroup_layout(&self) -> Result<CgroupLayout> {
             Ok(CgroupLayout::Unified)
+        }
+        fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> Result<()> {
+            self.push(format!(
+                "mount_setattr -R {} +{set:#x} -{clear:#x}",
+                target.display()
+            ))
         }
     }
 }

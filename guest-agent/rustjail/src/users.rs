@@ -123,13 +123,18 @@ mod tests {
         assert_eq!(resolve(r.path(), "33").unwrap(), (33, 34));
         assert_eq!(resolve(r.path(), "1000").unwrap(), (1000, 0));
         assert!(matches!(resolve(r.path(), "nobody"), Err(UserError::NoUser(u)) if u == "nobody"));
-        assert!(matches!(resolve(r.path(), "www:wheel"), Err(UserError::NoGroup(g)) if g == "wheel"));
+        assert!(
+            matches!(resolve(r.path(), "www:wheel"), Err(UserError::NoGroup(g)) if g == "wheel")
+        );
     }
 
     #[test]
     fn home_comes_from_passwd_unless_set() {
         let r = root();
-        assert_eq!(home_env(r.path(), 33, &[]).as_deref(), Some("HOME=/var/www"));
+        assert_eq!(
+            home_env(r.path(), 33, &[]).as_deref(),
+            Some("HOME=/var/www")
+        );
         assert_eq!(home_env(r.path(), 99, &[]).as_deref(), Some("HOME=/"));
         assert_eq!(home_env(r.path(), 33, &["HOME=/x".into()]), None);
     }

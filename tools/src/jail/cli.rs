@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "hull-jail", version, about = "Hull's OCI runtime (runc's command line over rustjail)")]
+#[command(
+    name = "hull-jail",
+    version,
+    about = "Hull's OCI runtime (runc's command line over rustjail)"
+)]
 pub struct Cli {
     /// Directory for the containers' state.
     #[arg(long, global = true, default_value = "/run/hull-jail")]

@@ -30,15 +30,24 @@ pub fn run(cli: &Cli, log: &Log) -> Result<i32, Error> {
     match &cli.command {
         Command::Create(a) => done(create(&jail, a)),
         Command::Start { id } => done(jail.start(id).map(|w| warn_all(log, w)).map_err(Into::into)),
-        Command::Run { create, detach, keep } => run_container(&jail, log, create, *detach, *keep),
+        Command::Run {
+            create,
+            detach,
+            keep,
+        } => run_container(&jail, log, create, *detach, *keep),
         Command::Exec(a) => exec(&jail, a),
         Command::State { id } => done(state(&jail, id)),
-        Command::Kill { all, id, signal } => {
-            done(jail.kill(id, parse_signal(signal)?, *all).map_err(Into::into))
-        }
+        Command::Kill { all, id, signal } => done(
+            jail.kill(id, parse_signal(signal)?, *all)
+                .map_err(Into::into),
+        ),
         Command::Delete { force, id } => done(delete(&jail, log, id, *force)),
         Command::List { format, quiet } => done(list(&jail, *format, *quiet)),
-        Command::Ps { format, id, ps_args } => done(ps(&jail, *format, id, ps_args)),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => done(ps(&jail, *format, id, ps_args)),
         Command::Pause { id } => done(jail.pause(id).map_err(Into::into)),
         Command::Resume { id } => done(jail.resume(id).map_err(Into::into)),
         Command::Spec { bundle, .. } => done(spec(bundle)),
@@ -278,7 +287,12 @@ fn ps(jail: &Jail, format: Format, id: &str, ps_args: &[String]) -> Result<(), E
     };
     let out = std::process::Command::new("ps").args(&args).output()?;
     if !out.status.success() {
-        return Err(format!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -289,7 +303,10 @@ fn ps(jail: &Jail, format: Format, id: &str, ps_args: &[String]) -> Result<(), E
         .ok_or("ps output has no PID column")?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }
@@ -331,6 +348,9 @@ mod tests {
         assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
         assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
         assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("NOPE").unwrap_err().to_string().contains("NOPE"));
+        assert!(parse_signal("NOPE")
+            .unwrap_err()
+            .to_string()
+            .contains("NOPE"));
     }
 }

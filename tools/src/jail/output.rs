@@ -29,7 +29,11 @@ impl<'a> StateJson<'a> {
         StateJson {
             oci_version: record.spec.version(),
             id: &record.id,
-            pid: if status == Status::Stopped { 0 } else { record.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                record.pid
+            },
             status,
             bundle: &record.bundle,
             rootfs: &record.rootfs,
@@ -118,8 +122,11 @@ mod tests {
 
     #[test]
     fn table_pads_all_but_the_last_column() {
-        let t = table(&["ID", "PID", "STATUS"], &[vec!["abc".into(), "1".into(), "running".into()]]);
-        assert_eq!(t, "ID     PID   STATUS\nabc    1     running\n");
+        let t = table(
+            &["ID", "PID", "STATUS"],
+            &[vec!["abc".into(), "1".into(), "running".into()]],
+        );
+        assert_eq!(t, "ID    PID   STATUS\nabc   1     running\n");
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! `linux.namespaces`: created, joined, and user and time namespace setup.
+
+use serde_json::json;
+
+use crate::bundle::Bundle;
+use crate::runtime::Runtime;
+
+fn ns_link(pid: &str, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+pub fn new_namespaces(rt: &Runtime) -> Result<(), String> {
+    let mut script = String::from(
+        r#"eq $$ 1 "the process is pid 1"
+eq "$(awk 'NR>2 {sub(":","",$1); print $1}' /proc/net/dev)" lo "only lo in a new network namespace"
+"#,
+    );
+    for ns in ["pid", "net", "ipc", "uts", "mnt"] {
+        let host = ns_link("self", ns);
+        script.push_str(&format!(
+            "[ \"$(readlink /proc/self/ns/{ns})\" != \"{host}\" ] || fail \"{ns} namespace is the host's\"\n"
+        ));
+    }
+    rt.check(&Bundle::new(&script))
+}
+
+pub fn cgroup_namespace(rt: &Runtime) -> Result<(), String> {
+    let host = ns_link("self", "cgroup");
+    let mut b = Bundle::new(&format!(
+        r#"[ "$(readlink /proc/self/ns/cgroup)" != "{host}" ] || fail "cgroup namespace is the host's"
+eq "$(awk -F: '$3 != "/"' /proc/self/cgroup)" "" "every cgroup is / in a new cgroup namespace""#
+    ));
+    b.add_namespace(json!({"type": "cgroup"}));
+    rt.check(&b)
+}
+
+pub fn user_namespace_mappings(rt: &Runtime) -> Result<(), String> {
+    let mut b = Bundle::new(
+        r#"eq "$(awk '{print $1, $2, $3}' /proc/self/uid_map)" "0 100000 65536" uid_map
+eq "$(awk '{print $1, $2, $3}' /proc/self/gid_map)" "0 200000 65536" gid_map
+eq "$(id -u):$(id -g)" 0:0 "root inside"
+eq "$(stat -c %u /bin/busybox)" 65534 "host root's files are unmapped"
+echo x > /dev/null || fail "/dev/null works in a user namespace"
+touch /tmp/f && eq "$(stat -c %u:%g /tmp/f)" 0:0 "new files belong to the namespace's root""#,
+    );
+    b.add_namespace(json!({"type": "user"}));
+    b.linux()["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.linux()["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    // A user namespace cannot bind the host's cgroup hierarchy read-only
+    // the way it is mounted for others; the case is about ids.
+    b.remove_mounts(&["/sys/fs/cgroup"]);
+    let r = rt.check(&b);
+    let made = b.rootfs().join("tmp/f");
+    match std::fs::metadata(&made) {
+        Ok(m) if std::os::unix::fs::MetadataExt::uid(&m) == 100000 => r,
+        Ok(m) => r.and(Err(format!(
+            "a file made by container root is host uid {}, want 100000",
+            std::os::unix::fs::MetadataExt::uid(&m)
+        ))),
+        Err(_) => r,
+    }
+}
+
+pub fn time_namespace_offsets(rt: &Runtime) -> Result<(), String> {
+    let mut b = Bundle::new(
+        r#"up=$(awk '{print int($1)}' /proc/uptime)
+[ "$up" -gt 31536000 ] || fail "boottime offset: uptime $up s"
+"#,
+    );
+    b.add_namespace(json!({"type": "time"}));
+    b.linux()["timeOffsets"] = json!({"boottime": {"secs": 31536000, "nanosecs": 0}});
+    rt.check(&b)
+}
+
+/// A host process in its own UTS, IPC and network namespaces.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn join_namespaces_by_path(rt: &Runtime) -> Result<(), String> {
+    let child = std::process::Command::new("unshare")
+        .args(["--uts", "--ipc", "--net", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let holder = Holder(child);
+    let pid = holder.0.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ns_link(&pid, "net") == ns_link("self", "net") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare did not unshare"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut script = String::new();
+    for ns in ["uts", "ipc", "net"] {
+        script.push_str(&format!(
+            "eq \"$(readlink /proc/self/ns/{ns})\" \"{}\" \"joined {ns} namespace\"\n",
+            ns_link(&pid, ns)
+        ));
+    }
+    let mut b = Bundle::new(&script);
+    b.linux()["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")}
+    ]);
+    // Joining a UTS namespace: its hostname is not the runtime's to set.
+    b.spec.as_object_mut().unwrap().remove("hostname");
+    rt.check(&b)
+}
