@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit rpc e2e bench lint clean
+.PHONY: all build agent image install setup demo test unit rpc conformance e2e bench bench-jail lint clean
 
 all: image build
 
@@ -42,13 +42,22 @@ unit:
 rpc: agent
 	$(CARGO) test -p hull-tests --test agent_rpc
 
+# OCI conformance of hull-jail, with runc and crun run through the same
+# checks (root; real namespaces, mounts, cgroups).
+conformance: build
+	$(CARGO) test -p hull-tests --test conformance
+
 e2e: install
 	$(CARGO) test -p hull-tests --test e2e
 
-test: lint unit rpc e2e
+test: lint unit rpc conformance e2e
 
-bench: install
+bench: install bench-jail
 	bash scripts/bench.sh
+
+# hull-jail against runc and crun: the lifecycle of a `true` container.
+bench-jail: build
+	bash scripts/bench-jail.sh
 
 clean:
 	rm -rf build

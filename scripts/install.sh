@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 install -D -m 755 target/release/containerd-shim-hull-v2 /usr/local/bin/containerd-shim-hull-v2
 install -D -m 755 target/release/hull-check /usr/local/bin/hull-check
 install -D -m 755 target/release/hull-agentctl /usr/local/bin/hull-agentctl
+install -D -m 755 target/release/hull-jail /usr/local/bin/hull-jail
 install -D -m 644 build/guest/vmlinux /usr/local/share/hull/vmlinux
 install -D -m 644 build/guest/initrd.img /usr/local/share/hull/initrd.img
 install -D -m 644 build/guest-debug/initrd.img /usr/local/share/hull/initrd-debug.img
@@ -17,4 +18,4 @@ if [ ! -f /etc/hull/configuration.toml ]; then
   install -D -m 644 config/configuration.toml /etc/hull/configuration.toml
   echo "install: wrote /etc/hull/configuration.toml"
 fi
-echo "install: containerd-shim-hull-v2, hull-check, hull-agentctl, guest image and helpers installed"
+echo "install: containerd-shim-hull-v2, hull-check, hull-agentctl, hull-jail, guest image and helpers installed"
