@@ -160,23 +160,55 @@ async fn copy_in(
     closed: Arc<Notify>,
     log: slog::Logger,
 ) {
-    let notified = closed.notified();
-    tokio::pin!(notified);
     if let Some(fifo) = fifo {
-        let copy = async {
-            let mut from = open_fifo_reader(fifo.proc_path()).await?;
-            tokio::io::copy(&mut from, &mut to).await
-        };
-        tokio::select! {
-            r = copy => if let Err(e) = r {
-                slog::warn!(log, "stdin copy ended with an error"; "error" => %e);
-            },
-            _ = &mut notified => {}
+        if let Err(e) = copy_stdin(&mut to, &fifo, &closed).await {
+            slog::warn!(log, "stdin copy ended with an error"; "error" => %e);
         }
     }
     // End of stdin for the process (also right away when there is none,
     // like runc's /dev/null).
     let _ = to.shutdown().await;
+}
+
+/// How long stdin is drained after CloseIO while no more data comes.
+const STDIN_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Copies the stdin FIFO to the guest. CloseIO (`closed`) comes after the
+/// client has written everything and closed its end, but the data may still
+/// sit in the FIFO: so it stops the copy only once the FIFO is empty (EOF,
+/// or no data for [`STDIN_DRAIN`]), never in the middle. Before any writer
+/// opened the FIFO, it ends the wait for one.
+async fn copy_stdin(to: &mut GuestStream, fifo: &Fifo, closed: &Notify) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let notified = closed.notified();
+    tokio::pin!(notified);
+    let mut from = tokio::select! {
+        r = open_fifo_reader(fifo.proc_path()) => r?,
+        _ = &mut notified => return Ok(()),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut closing = false;
+    loop {
+        let n = if closing {
+            match tokio::time::timeout(STDIN_DRAIN, from.read(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            // A pipe read is cancel safe: nothing read is lost if CloseIO wins.
+            tokio::select! {
+                r = from.read(&mut buf) => r?,
+                _ = &mut notified => {
+                    closing = true;
+                    continue;
+                }
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+    }
 }
 
 impl ProcessStdio {

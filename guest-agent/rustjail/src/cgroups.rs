@@ -472,6 +472,27 @@ mod tests {
     }
 
     #[test]
+    fn device_rules_end_with_runc_default_allows() {
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"devices": [{"allow": false, "access": "rwm"},
+                            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rw"}]}"#,
+        )
+        .unwrap();
+        let out = to_resources(&r).devices.devices;
+        assert!(!out[0].allow && out[0].major == -1 && out[0].access.len() == 3);
+        assert!(
+            out[1].allow && (out[1].major, out[1].minor) == (10, 200) && out[1].access.len() == 2
+        );
+        let null = out.iter().any(|d| d.allow && (d.major, d.minor) == (1, 3));
+        assert!(null, "/dev/null stays usable after a deny-all");
+        let none: LinuxResources = serde_json::from_str("{}").unwrap();
+        assert!(
+            to_resources(&none).devices.devices.is_empty(),
+            "no rules, no default allows"
+        );
+    }
+
+    #[test]
     fn path_defaults_and_rejects_dotdot() {
         assert_eq!(cgroup_path(None, "c1").unwrap(), "hull/c1");
         assert_eq!(

@@ -344,6 +344,24 @@ fn wait_on_fifo(fifo: &OwnedFd) -> Result<(), InitError> {
     f.write_all(b"0").map_err(fifo_err)
 }
 
+/// The user program starts with the default signal state: this init is a
+/// Rust program, which ignores SIGPIPE, and a foreground runtime blocks the
+/// signals it forwards; both would otherwise pass through execve. (Before
+/// seccomp, whose profile may deny these calls.)
+fn reset_signals() -> Result<(), InitError> {
+    use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+    let sys = |op: &str| {
+        let op = op.to_string();
+        move |source| InitError::Sys { op, source }
+    };
+    // SAFETY: SIG_DFL installs no handler code; nothing else in this
+    // single-threaded process depends on SIGPIPE being ignored any more.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(sys("reset SIGPIPE"))?;
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(sys("unblock signals"))
+}
+
 /// What a created container waits for and runs on `start`.
 struct StartPlan {
     fifo: Option<OwnedFd>,
@@ -456,6 +474,8 @@ fn become_process(
     let mut state = start.state;
     state.set_status(ContainerState::Running);
     crate::hooks::run(HookKind::StartContainer, start.hooks.as_ref(), &state)?;
+    *stage = "reset signals";
+    reset_signals()?;
     if let Some(filters) = late_seccomp {
         *stage = "seccomp";
         filters.install()?;

@@ -426,6 +426,49 @@ pub fn become_subreaper() -> Result<(), JailError> {
     Ok(())
 }
 
+/// The signals a foreground runtime passes on to its container process
+/// (runc's set, less SIGCHLD, which is the runtime's own).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+fn forwarded_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    FORWARDED.iter().for_each(|s| set.add(*s));
+    set
+}
+
+/// Blocks the forwarded signals in this thread (and threads it starts
+/// later), so they wait for [`forward_signals`] instead of killing the
+/// runtime. Call before starting any thread. Child processes start with an
+/// empty mask, so the container is not affected.
+pub fn block_forwarded_signals() -> Result<(), JailError> {
+    forwarded_set()
+        .thread_block()
+        .map_err(|source| JailError::Sys {
+            op: "block signals".into(),
+            source,
+        })
+}
+
+/// Passes every signal [`block_forwarded_signals`] held back on to `pid`,
+/// for as long as this process lives (as `runc run` does).
+pub fn forward_signals(pid: Pid) {
+    std::thread::spawn(move || {
+        let set = forwarded_set();
+        while let Ok(sig) = set.wait() {
+            // The process may be gone; then there is no one to tell.
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    });
+}
+
 /// Reaps children until `pid` exits; its exit code as a shell reports it
 /// (128 + signal for a killed process).
 pub fn wait_exit(pid: Pid) -> Result<i32, JailError> {

@@ -238,6 +238,33 @@ mod tests {
     }
 
     #[test]
+    fn recursive_options_become_mount_attributes_applied_last() {
+        let o = parse_options(&strings(&["rbind", "rro", "rnosuid", "rexec", "rro"]));
+        assert_eq!(o.recursive_set, 0x1 | 0x2);
+        assert_eq!(o.recursive_clear, 0x8);
+        assert!(
+            o.data.is_empty(),
+            "recursive options are not filesystem data"
+        );
+        let sys = RecordingSyscall::default();
+        let m = MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source("/src")
+            .options(strings(&["rbind", "rro"]))
+            .build()
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        mount_entry(&sys, root.path(), &m).unwrap();
+        let calls = sys.calls.borrow();
+        let last = calls.last().unwrap();
+        assert!(
+            last.starts_with("mount_setattr -R ") && last.ends_with("/data +0x1 -0x0"),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
     fn clearing_option_removes_flag() {
         let o = parse_options(&strings(&["ro", "rw"]));
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));

@@ -352,6 +352,51 @@ eq "$(stty size)" "30 100" consoleSize"#,
     Ok(())
 }
 
+/// A foreground `run` passes the signals it gets on to the container.
+pub fn run_forwards_signals(rt: &Runtime) -> Result<(), String> {
+    let b = Bundle::new(
+        r#"trap 'exit 5' TERM
+touch /tmp/ready
+while :; do sleep 0.1; done"#,
+    );
+    b.write();
+    let id = rt.id();
+    let mut child = rt
+        .command()
+        .args(["run", "--bundle", &b.path().display().to_string(), &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _cleanup = Running {
+        rt,
+        id,
+        bundle: Bundle::new(""),
+    };
+    let ready = wait_for_file(&b.rootfs().join("tmp/ready"));
+    // SAFETY: kill(2) on the runtime process we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    ready?;
+    match status.and_then(|s| s.code()) {
+        Some(5) => Ok(()),
+        other => Err(format!(
+            "run after SIGTERM ended with {other:?}, want exit 5 from the container's trap"
+        )),
+    }
+}
+
 pub fn bad_input_is_refused(rt: &Runtime) -> Result<(), String> {
     let b = Bundle::new("");
     std::fs::write(b.path().join("config.json"), "{\"ociVersion\": 1").unwrap();

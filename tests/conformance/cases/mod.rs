@@ -26,6 +26,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
     ),
     ("process_rlimits", process::rlimits),
     ("process_no_new_privileges", process::no_new_privileges),
+    (
+        "process_default_signal_state",
+        process::default_signal_state,
+    ),
     ("process_oom_score_adj", process::oom_score_adj),
     ("process_io_priority", process::process_io_priority),
     ("process_scheduler", process::process_scheduler),
@@ -105,5 +109,6 @@ pub const ALL: &[(&str, CaseFn)] = &[
         "terminal_over_console_socket",
         lifecycle::terminal_over_console_socket,
     ),
+    ("run_forwards_signals", lifecycle::run_forwards_signals),
     ("bad_input_is_refused", lifecycle::bad_input_is_refused),
 ];

@@ -104,6 +104,18 @@ pub fn no_new_privileges(rt: &Runtime) -> Result<(), String> {
     rt.check(&off)
 }
 
+/// The process starts with no signal blocked or ignored by the runtime
+/// (a Rust init ignores SIGPIPE; a foreground runtime blocks signals).
+pub fn default_signal_state(rt: &Runtime) -> Result<(), String> {
+    let b = Bundle::new(
+        r#"sig() { awk -v k="$1:" '$1==k {print $2}' /proc/$$/status; }
+eq "$(sig SigBlk)" 0000000000000000 "signals blocked in the process"
+# SIGPIPE (13) is bit 12: the 13th of the 16 hex digits, lowest bit.
+case "$(sig SigIgn | cut -c13)" in [02468ace]) ;; *) fail "SIGPIPE is ignored: $(sig SigIgn)";; esac"#,
+    );
+    rt.check(&b)
+}
+
 pub fn oom_score_adj(rt: &Runtime) -> Result<(), String> {
     let mut b = Bundle::new(r#"eq "$(cat /proc/self/oom_score_adj)" 500 oom_score_adj"#);
     b.process()["oomScoreAdj"] = json!(500);

@@ -112,6 +112,7 @@ fn start_and_wait(
     if detach {
         return Ok(None);
     }
+    lifecycle::forward_signals(pid);
     let code = lifecycle::wait_exit(pid)?;
     if let Some(r) = relay {
         let _ = r.join();
@@ -127,6 +128,9 @@ fn run_container(
     keep: bool,
 ) -> Result<i32, Error> {
     lifecycle::become_subreaper()?;
+    if !detach {
+        lifecycle::block_forwarded_signals()?;
+    }
     let created = jail.create_attached(&a.id, &a.bundle, attach(&a.console_socket)?)?;
     write_pid_file(&a.pid_file, created.pid.as_raw())?;
     let record = jail.root.load(&a.id)?;
@@ -212,6 +216,7 @@ fn exec(jail: &Jail, a: &ExecArgs) -> Result<i32, Error> {
     let process = exec_process(jail, a)?;
     if !a.detach {
         lifecycle::become_subreaper()?;
+        lifecycle::block_forwarded_signals()?;
     }
     let created = jail.exec(&a.id, process, attach(&a.console_socket)?)?;
     write_pid_file(&a.pid_file, created.pid.as_raw())?;
