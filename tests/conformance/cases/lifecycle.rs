@@ -426,3 +426,69 @@ pub fn bad_input_is_refused(rt: &Runtime) -> Result<(), String> {
     ]);
     refused("create with a missing root.path", ran)
 }
+
+/// `--log FILE --log-format json`: a failed command leaves its reason there
+/// as a JSON line, which is where containerd looks for it.
+pub fn log_file_gets_json_errors(rt: &Runtime) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.json");
+    let ran = rt.cmd(&[
+        "--log",
+        &log.display().to_string(),
+        "--log-format",
+        "json",
+        "state",
+        "no-such-container",
+    ]);
+    refused("state of a missing container", ran)?;
+    let text = std::fs::read_to_string(&log).map_err(|e| format!("no log file: {e}"))?;
+    let error_line = text.lines().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["level"] == "error").then_some(v)
+    });
+    match error_line {
+        Some(v)
+            if v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("no-such-container")) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "no error line naming the container in the log: {text:?}"
+        )),
+    }
+}
+
+/// `spec` writes a valid default config.json; `features` describes the
+/// runtime as the OCI features document.
+pub fn spec_and_features(rt: &Runtime) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        "spec",
+        rt.cmd(&["spec", "--bundle", &dir.path().display().to_string()]),
+    )?;
+    let text =
+        std::fs::read_to_string(dir.path().join("config.json")).map_err(|e| e.to_string())?;
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_str(&text).map_err(|e| format!("spec output: {e}"))?;
+    if spec.root().is_none() || spec.process().is_none() {
+        return Err("the default spec has no root or process".into());
+    }
+    refused(
+        "spec over an existing config.json",
+        rt.cmd(&["spec", "--bundle", &dir.path().display().to_string()]),
+    )?;
+    let ran = ok("features", rt.cmd(&["features"]))?;
+    let f: oci_spec::runtime::Features =
+        serde_json::from_str(&ran.stdout).map_err(|e| format!("features output: {e}"))?;
+    let namespaces = f
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    if f.oci_version_max().is_empty() || namespaces.len() < 7 {
+        return Err(format!("features: {}", ran.stdout));
+    }
+    Ok(())
+}

@@ -111,4 +111,9 @@ pub const ALL: &[(&str, CaseFn)] = &[
     ),
     ("run_forwards_signals", lifecycle::run_forwards_signals),
     ("bad_input_is_refused", lifecycle::bad_input_is_refused),
+    (
+        "log_file_gets_json_errors",
+        lifecycle::log_file_gets_json_errors,
+    ),
+    ("spec_and_features", lifecycle::spec_and_features),
 ];
