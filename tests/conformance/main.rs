@@ -33,6 +33,7 @@ const REFERENCE_GAPS: &[(&str, &str, &str)] = &[
     ("runc", "time_namespace_offsets", "the time namespace arrived in runc 1.2; Debian has 1.1.5"),
     ("crun", "time_namespace_offsets", "crun 1.8.1 fails to create a time namespace with offsets (\"write to sync socket: Broken pipe\")"),
     ("crun", "hooks_order_and_state", "crun 1.8.1 gives createContainer hooks pid 0 in the state"),
+    ("crun", "spec_and_features", "crun 1.8.1 has no features command (crun 1.9 has)"),
     ("crun", "process_io_priority", "process.ioPriority arrived in crun 1.9; Debian has 1.8.1"),
     ("crun", "process_scheduler", "process.scheduler arrived in crun 1.9; Debian has 1.8.1"),
 ];
