@@ -82,8 +82,12 @@ impl AgentError {
             | AgentError::StreamTaken { .. } => Code::ALREADY_EXISTS,
             AgentError::Invalid { .. } => Code::INVALID_ARGUMENT,
             AgentError::WrongState { .. } => Code::FAILED_PRECONDITION,
+            // The spec asks for a field Hull does not implement.
+            AgentError::Container(C::Unsupported(_)) => Code::INVALID_ARGUMENT,
             // The spec asked for something this guest cannot build.
-            AgentError::Container(C::Init { .. } | C::Cgroup(_)) => Code::FAILED_PRECONDITION,
+            AgentError::Container(C::Init { .. } | C::Cgroup(_) | C::Hook(_) | C::Namespace(_)) => {
+                Code::FAILED_PRECONDITION
+            }
             AgentError::Container(_) | AgentError::Sys { .. } => Code::INTERNAL,
             AgentError::Storage(e) => e.code(),
             AgentError::Timeout { .. } => Code::DEADLINE_EXCEEDED,

@@ -37,6 +37,8 @@ pub enum ContainerError {
     Hook(#[from] crate::hooks::HookError),
     #[error(transparent)]
     Namespace(#[from] crate::namespaces::NamespaceError),
+    #[error(transparent)]
+    Unsupported(#[from] crate::unsupported::Unsupported),
 }
 
 /// The container process's standard streams.
@@ -156,6 +158,7 @@ pub fn create(
     config: InitConfig,
     stdio: InitStdio,
 ) -> Result<Created, ContainerError> {
+    crate::unsupported::check(&config.spec)?;
     let linux = config.spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), &config.container_id)?;
     let resources = linux

@@ -36,4 +36,5 @@ pub mod seccomp;
 pub mod state;
 pub mod stats;
 pub mod syscall;
+pub mod unsupported;
 pub mod users;
