@@ -6,7 +6,7 @@ use std::time::Duration;
 use cgroups_rs::freezer::{FreezerController, FreezerState};
 use cgroups_rs::CgroupPid;
 use cgroups_rs::{hierarchies, Cgroup, MaxValue, Resources};
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -23,6 +23,8 @@ pub enum CgroupError {
         path: String,
         controller: &'static str,
     },
+    #[error(transparent)]
+    DeviceFilter(#[from] crate::device_filter::DeviceFilterError),
     #[error("cgroup {0}: its processes did not all freeze within 5s")]
     FreezeTimeout(String),
     #[error("cgroup {0}: linux.resources.unified needs cgroup v2; this host has v1")]
@@ -71,6 +73,11 @@ impl ContainerCgroup {
         };
         if let Some(r) = resources {
             cgroup.update(r)?;
+            // v2 has no devices files: the rules become an eBPF program,
+            // attached once, when the container is made.
+            if let (Some(dir), Some(rules)) = (cgroup.v2_dir(), device_rules(r)) {
+                crate::device_filter::attach(&dir, &rules)?;
+            }
         }
         Ok(cgroup)
     }
@@ -308,9 +315,8 @@ fn to_resources(r: &LinuxResources) -> Resources {
             })
             .collect();
     }
-    if let Some(rules) = r.devices() {
+    if let Some(rules) = device_rules(r) {
         out.devices.devices = rules.iter().map(device_rule).collect();
-        out.devices.devices.extend(default_device_rules());
     }
     out
 }
@@ -370,30 +376,34 @@ fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> cgroups_rs::DeviceRe
     }
 }
 
-/// runc's allowed devices: mknod of any node, the standard nodes, ptys.
-fn default_device_rules() -> Vec<cgroups_rs::DeviceResource> {
-    use cgroups_rs::devices::{DevicePermissions as P, DeviceType as T};
-    let rule = |devtype, major, minor, access: &[P]| cgroups_rs::DeviceResource {
-        allow: true,
-        devtype,
-        major,
-        minor,
-        access: access.to_vec(),
+/// The spec's device rules followed by runc's allowed devices: mknod of
+/// any node, the standard nodes, ptys. None when the spec has no rules.
+fn device_rules(r: &LinuxResources) -> Option<Vec<LinuxDeviceCgroup>> {
+    let mut rules = r.devices().clone()?;
+    let rule = |typ, major: i64, minor: i64, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_major((major >= 0).then_some(major));
+        d.set_minor((minor >= 0).then_some(minor));
+        d.set_access(Some(access.to_string()));
+        d
     };
-    let rwm = [P::Read, P::Write, P::MkNod];
-    vec![
-        rule(T::Char, -1, -1, &[P::MkNod]),
-        rule(T::Block, -1, -1, &[P::MkNod]),
-        rule(T::Char, 1, 3, &rwm),    // null
-        rule(T::Char, 1, 5, &rwm),    // zero
-        rule(T::Char, 1, 7, &rwm),    // full
-        rule(T::Char, 1, 8, &rwm),    // random
-        rule(T::Char, 1, 9, &rwm),    // urandom
-        rule(T::Char, 5, 0, &rwm),    // tty
-        rule(T::Char, 5, 1, &rwm),    // console
-        rule(T::Char, 5, 2, &rwm),    // ptmx
-        rule(T::Char, 136, -1, &rwm), // pts
-    ]
+    use oci_spec::runtime::LinuxDeviceType::{B, C};
+    rules.extend([
+        rule(C, -1, -1, "m"),
+        rule(B, -1, -1, "m"),
+        rule(C, 1, 3, "rwm"),    // null
+        rule(C, 1, 5, "rwm"),    // zero
+        rule(C, 1, 7, "rwm"),    // full
+        rule(C, 1, 8, "rwm"),    // random
+        rule(C, 1, 9, "rwm"),    // urandom
+        rule(C, 5, 0, "rwm"),    // tty
+        rule(C, 5, 1, "rwm"),    // console
+        rule(C, 5, 2, "rwm"),    // ptmx
+        rule(C, 136, -1, "rwm"), // pts
+    ]);
+    Some(rules)
 }
 
 /// `linux.resources.unified`: files written as named in a v2 cgroup.

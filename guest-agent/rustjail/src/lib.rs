@@ -20,6 +20,7 @@ pub mod channel;
 pub mod config;
 pub mod console;
 pub mod container;
+pub mod device_filter;
 pub mod devices;
 pub mod features;
 pub mod hooks;
