@@ -354,6 +354,35 @@ pub(super) fn task_errors_carry_the_right_code(env: &Env) -> Result<(), String> 
     }
 }
 
+/// Device rules hold in the guest (cgroup v2: an eBPF program). ctr's
+/// default spec denies every device but the standard ones, so a node the
+/// container makes for /dev/kmsg (c 1:11) cannot be opened; with
+/// `--privileged` (every device allowed) the same node reads.
+pub(super) fn device_rules_hold_in_the_guest(env: &Env) -> Result<(), String> {
+    let script = "mknod /tmp/kmsg c 1 11 || exit 9; \
+        dd if=/tmp/kmsg of=/tmp/out bs=4096 count=1 2>/tmp/err && echo kmsg-read || cat /tmp/err; \
+        head -c 1 /dev/zero | wc -c";
+    let o = run(&mut env.run_cmd(&env.unique("devices"), &["sh", "-c", script]))?;
+    expect_success(&o)?;
+    let out = stdout(&o);
+    if !out.contains("Operation not permitted") || !out.trim_end().ends_with('1') {
+        return Err(format!("default device rules: {out:?}"));
+    }
+    let o = run(&mut env.run_with(
+        &env.unique("devicespriv"),
+        &["--privileged"],
+        &["sh", "-c", script],
+    ))?;
+    expect_success(&o)?;
+    if !stdout(&o).contains("kmsg-read") {
+        return Err(format!(
+            "privileged (all devices allowed): {:?}",
+            stdout(&o)
+        ));
+    }
+    Ok(())
+}
+
 /// containerd's default profile (`--seccomp`) is installed and the
 /// container still runs; a custom profile's errno reaches the program, in
 /// the init and in an exec.

@@ -76,6 +76,10 @@ pub const ALL: &[(&str, Case)] = &[
         seccomp_profiles_confine_the_container,
     ),
     (
+        "device_rules_hold_in_the_guest",
+        device_rules_hold_in_the_guest,
+    ),
+    (
         "volumes_are_shared_read_only_where_asked",
         volumes_are_shared_read_only_where_asked,
     ),
