@@ -66,9 +66,8 @@ fn lookup(values: &[(&str, f64)], key: &str) -> Option<f64> {
 /// User and system CPU seconds of a process, from fields 14 and 15 of
 /// `stat` (after the parenthesised command name, which may hold spaces).
 fn process_cpu_seconds(stat: &str, ticks_per_sec: f64) -> Option<f64> {
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // after_comm starts at field 3 (state), so field N is index N - 3.
+    // Fields 14 and 15.
+    let fields = rustjail::state::stat_fields(stat)?;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / ticks_per_sec)

@@ -173,20 +173,23 @@ impl Runtime {
         }
     }
 
-    /// The `status` field of `state`, or None if the command failed.
-    pub fn status(&self, id: &str) -> Option<String> {
+    /// The `state` JSON, or None if the command failed.
+    fn state(&self, id: &str) -> Option<serde_json::Value> {
         let ran = self.cmd(&["state", id]);
         if ran.code != 0 {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_str(&ran.stdout).ok()?;
-        v["status"].as_str().map(str::to_string)
+        serde_json::from_str(&ran.stdout).ok()
+    }
+
+    /// The `status` field of `state`, or None if the command failed.
+    pub fn status(&self, id: &str) -> Option<String> {
+        self.state(id)?["status"].as_str().map(str::to_string)
     }
 
     /// The `pid` field of `state`.
     pub fn pid(&self, id: &str) -> Option<i32> {
-        let v: serde_json::Value = serde_json::from_str(&self.cmd(&["state", id]).stdout).ok()?;
-        v["pid"].as_i64().map(|p| p as i32)
+        self.state(id)?["pid"].as_i64().map(|p| p as i32)
     }
 
     /// Waits up to 5 s for `state` to report `want`.

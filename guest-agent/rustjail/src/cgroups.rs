@@ -376,32 +376,39 @@ fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> cgroups_rs::DeviceRe
     }
 }
 
+/// A rule allowing `access` to devices `typ` `major`:`minor` (-1: any).
+pub fn allow_rule(
+    typ: oci_spec::runtime::LinuxDeviceType,
+    major: i64,
+    minor: i64,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    let mut d = LinuxDeviceCgroup::default();
+    d.set_allow(true);
+    d.set_typ(Some(typ));
+    d.set_major((major >= 0).then_some(major));
+    d.set_minor((minor >= 0).then_some(minor));
+    d.set_access(Some(access.to_string()));
+    d
+}
+
 /// The spec's device rules followed by runc's allowed devices: mknod of
 /// any node, the standard nodes, ptys. None when the spec has no rules.
 fn device_rules(r: &LinuxResources) -> Option<Vec<LinuxDeviceCgroup>> {
     let mut rules = r.devices().clone()?;
-    let rule = |typ, major: i64, minor: i64, access: &str| {
-        let mut d = LinuxDeviceCgroup::default();
-        d.set_allow(true);
-        d.set_typ(Some(typ));
-        d.set_major((major >= 0).then_some(major));
-        d.set_minor((minor >= 0).then_some(minor));
-        d.set_access(Some(access.to_string()));
-        d
-    };
     use oci_spec::runtime::LinuxDeviceType::{B, C};
     rules.extend([
-        rule(C, -1, -1, "m"),
-        rule(B, -1, -1, "m"),
-        rule(C, 1, 3, "rwm"),    // null
-        rule(C, 1, 5, "rwm"),    // zero
-        rule(C, 1, 7, "rwm"),    // full
-        rule(C, 1, 8, "rwm"),    // random
-        rule(C, 1, 9, "rwm"),    // urandom
-        rule(C, 5, 0, "rwm"),    // tty
-        rule(C, 5, 1, "rwm"),    // console
-        rule(C, 5, 2, "rwm"),    // ptmx
-        rule(C, 136, -1, "rwm"), // pts
+        allow_rule(C, -1, -1, "m"),
+        allow_rule(B, -1, -1, "m"),
+        allow_rule(C, 1, 3, "rwm"),    // null
+        allow_rule(C, 1, 5, "rwm"),    // zero
+        allow_rule(C, 1, 7, "rwm"),    // full
+        allow_rule(C, 1, 8, "rwm"),    // random
+        allow_rule(C, 1, 9, "rwm"),    // urandom
+        allow_rule(C, 5, 0, "rwm"),    // tty
+        allow_rule(C, 5, 1, "rwm"),    // console
+        allow_rule(C, 5, 2, "rwm"),    // ptmx
+        allow_rule(C, 136, -1, "rwm"), // pts
     ]);
     Some(rules)
 }

@@ -108,22 +108,31 @@ impl Channel {
     }
 }
 
+/// Sends `fd` over the Unix socket `socket` (SCM_RIGHTS) in one message
+/// whose data is `data` (a message must carry at least one byte).
+pub fn send_fd_with(
+    socket: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(data)];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
 impl Channel {
     /// Sends `fd` as one byte of ancillary data.
     pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), ChannelError> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        use std::os::fd::AsRawFd;
-        let fds = [fd.as_raw_fd()];
-        let iov = [std::io::IoSlice::new(b"F")];
-        sendmsg::<()>(
-            self.stream.as_raw_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| ChannelError::Io(e.into()))?;
-        Ok(())
+        Ok(send_fd_with(self.stream.as_fd(), fd, b"F")?)
     }
 
     /// Receives an fd sent with [`Channel::send_fd`].

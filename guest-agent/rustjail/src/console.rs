@@ -79,7 +79,6 @@ pub fn send_to_socket(
     socket: &std::path::Path,
     master: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let stream = std::os::unix::net::UnixStream::connect(socket)?;
     let mut number: libc::c_uint = 0;
     // SAFETY: TIOCGPTN writes one unsigned int through the pointer, which
@@ -88,16 +87,7 @@ pub fn send_to_socket(
         0 => format!("/dev/pts/{number}"),
         _ => "/dev/ptmx".to_string(),
     };
-    let fds = [master.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(
-        stream.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )?;
-    Ok(())
+    crate::channel::send_fd_with(std::os::fd::AsFd::as_fd(&stream), master, name.as_bytes())
 }
 
 /// Relays between this process's stdio and a terminal's master, for a

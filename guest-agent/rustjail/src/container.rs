@@ -224,13 +224,7 @@ fn allow_spec_devices(
         return r;
     };
     for d in linux.devices().iter().flatten() {
-        let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
-        rule.set_allow(true);
-        rule.set_typ(Some(d.typ()));
-        rule.set_major(Some(d.major()));
-        rule.set_minor(Some(d.minor()));
-        rule.set_access(Some("rwm".into()));
-        rules.push(rule);
+        rules.push(cgroups::allow_rule(d.typ(), d.major(), d.minor(), "rwm"));
     }
     r.set_devices(Some(rules));
     r

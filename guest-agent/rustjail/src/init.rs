@@ -297,14 +297,16 @@ fn expect_proceed(channel: &mut Channel) -> Result<i32, InitError> {
     }
 }
 
+/// Maps a failed syscall to [`InitError::Sys`] naming the operation.
+fn sys(op: &str) -> impl FnOnce(nix::Error) -> InitError {
+    let op = op.to_string();
+    move |source| InitError::Sys { op, source }
+}
+
 /// In a user namespace it created, the init's own ids are still the
 /// host's (unmapped); files it creates would fail with EOVERFLOW. The
 /// runtime has written the mappings, so become the namespace's root.
 fn become_userns_root() -> Result<(), InitError> {
-    let sys = |op: &str| {
-        let op = op.to_string();
-        move |source| InitError::Sys { op, source }
-    };
     let root_g = nix::unistd::Gid::from_raw(0);
     let root_u = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(root_g, root_g, root_g).map_err(sys("setresgid 0 in user namespace"))?;
@@ -350,10 +352,6 @@ fn wait_on_fifo(fifo: &OwnedFd) -> Result<(), InitError> {
 /// seccomp, whose profile may deny these calls.)
 fn reset_signals() -> Result<(), InitError> {
     use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
-    let sys = |op: &str| {
-        let op = op.to_string();
-        move |source| InitError::Sys { op, source }
-    };
     // SAFETY: SIG_DFL installs no handler code; nothing else in this
     // single-threaded process depends on SIGPIPE being ignored any more.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(sys("reset SIGPIPE"))?;

@@ -212,10 +212,7 @@ impl Jail {
             owner: owner_name(),
             spec,
         };
-        if let (Some(socket), Some(master)) = (&attach.console_socket, created.console.take()) {
-            crate::console::send_to_socket(socket, master.as_fd())
-                .map_err(io(format!("send the terminal to {}", socket.display())))?;
-        }
+        hand_over_console(&mut created, attach.console_socket.as_deref())?;
         self.root.save(&record)?;
         Ok(created)
     }
@@ -232,22 +229,7 @@ impl Jail {
 
     /// The hooks after a start: failures are warnings.
     pub fn poststart(&self, record: &Record) -> Vec<String> {
-        let state = self.hook_state(record, Status::Running);
-        let hooks = record.spec.hooks().as_ref();
-        match hooks::run(HookKind::Poststart, hooks, &state) {
-            Ok(()) => Vec::new(),
-            Err(e) => vec![e.to_string()],
-        }
-    }
-
-    fn hook_state(&self, record: &Record, status: Status) -> oci_spec::runtime::State {
-        hooks::state(
-            &record.spec,
-            &record.id,
-            status.into(),
-            Some(record.pid),
-            &record.bundle,
-        )
+        warning_hooks(HookKind::Poststart, record, Status::Running)
     }
 
     /// Opens the FIFO for reading (which unblocks the init's open for
@@ -351,13 +333,7 @@ impl Jail {
         // Kills whatever is left in the cgroup, then removes it.
         cgroup.discard()?;
         self.root.remove(id)?;
-        let state = self.hook_state(&record, Status::Stopped);
-        Ok(
-            match hooks::run(HookKind::Poststop, record.spec.hooks().as_ref(), &state) {
-                Ok(()) => Vec::new(),
-                Err(e) => vec![e.to_string()],
-            },
-        )
+        Ok(warning_hooks(HookKind::Poststop, &record, Status::Stopped))
     }
 
     fn wait_gone(&self, record: &Record) {
@@ -393,10 +369,7 @@ impl Jail {
                 .and_then(|l| l.seccomp().clone()),
         };
         let mut created = container::exec(&self.init, config, &record.cgroup_path, attach.stdio)?;
-        if let (Some(socket), Some(master)) = (&attach.console_socket, created.console.take()) {
-            crate::console::send_to_socket(socket, master.as_fd())
-                .map_err(io(format!("send the terminal to {}", socket.display())))?;
-        }
+        hand_over_console(&mut created, attach.console_socket.as_deref())?;
         Ok(created)
     }
 
@@ -405,6 +378,31 @@ impl Jail {
     pub fn container_root(&self, record: &Record) -> PathBuf {
         self.proc_root.join(record.pid.to_string()).join("root")
     }
+}
+
+/// Runs hooks whose failures the spec makes warnings (poststart,
+/// poststop); returns them.
+fn warning_hooks(kind: HookKind, record: &Record, status: Status) -> Vec<String> {
+    let state = hooks::state(
+        &record.spec,
+        &record.id,
+        status.into(),
+        Some(record.pid),
+        &record.bundle,
+    );
+    match hooks::run(kind, record.spec.hooks().as_ref(), &state) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+/// Sends a created process's terminal to the console socket, if both exist.
+fn hand_over_console(created: &mut Created, socket: Option<&Path>) -> Result<(), JailError> {
+    if let (Some(socket), Some(master)) = (socket, created.console.take()) {
+        crate::console::send_to_socket(socket, master.as_fd())
+            .map_err(io(format!("send the terminal to {}", socket.display())))?;
+    }
+    Ok(())
 }
 
 fn owner_name() -> String {

@@ -156,14 +156,18 @@ impl StateRoot {
     }
 }
 
+/// The fields of a /proc/PID/stat text from field 3 (state) on: field N
+/// is at index N - 3. The command name may hold spaces and parentheses, so
+/// the fields start after the last ')'.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 2..].split_whitespace().collect())
+}
+
 /// The start time of `pid` (field 22 of /proc/PID/stat), and whether it
 /// is a zombie; `None` if there is no such process.
 pub fn process_start(proc_root: &Path, pid: i32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start
-    // after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
+    let fields = stat_fields(&stat)?;
     let zombie = fields.first() == Some(&"Z") || fields.first() == Some(&"X");
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
