@@ -162,10 +162,26 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<i64> {
     Ok(rc)
 }
 
+/// How many times a program load is tried. The kernel answers EAGAIN when
+/// the verifier is interrupted, and libbpf retries as many times.
+const LOAD_ATTEMPTS: u32 = 5;
+
+fn load_program(attr: &mut [u64; 16]) -> Result<i64, DeviceFilterError> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    let mut attempt = 1;
+    loop {
+        match bpf(BPF_PROG_LOAD, attr) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS => {
+                attempt += 1;
+            }
+            r => return r.map_err(DeviceFilterError::Load),
+        }
+    }
+}
+
 /// Loads the program for `rules` and attaches it to the cgroup v2
 /// directory `dir`.
 pub fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), DeviceFilterError> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_ATTACH: libc::c_long = 8;
     const BPF_PROG_TYPE_CGROUP_DEVICE: u64 = 15;
     const BPF_CGROUP_DEVICE: u64 = 6;
@@ -176,7 +192,7 @@ pub fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), DeviceFilte
     load[0] = BPF_PROG_TYPE_CGROUP_DEVICE | (insns.len() as u64) << 32;
     load[1] = insns.as_ptr() as u64;
     load[2] = license.as_ptr() as u64;
-    let prog = bpf(BPF_PROG_LOAD, &mut load).map_err(DeviceFilterError::Load)?;
+    let prog = load_program(&mut load)?;
     // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
     let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
     let cgroup = std::fs::File::open(dir).map_err(|source| DeviceFilterError::Attach {
