@@ -1,10 +1,19 @@
-//! Generates containerd's cgroup v2 metrics message into OUT_DIR.
+//! Generates containerd's messages Hull needs (cgroup v2 metrics, the shim
+//! bootstrap protocol) into OUT_DIR.
 fn main() {
-    println!("cargo:rerun-if-changed=proto/cgroups_v2_metrics.proto");
+    for proto in ["cgroups_v2_metrics", "bootstrap"] {
+        println!("cargo:rerun-if-changed=proto/{proto}.proto");
+    }
     protobuf_codegen::Codegen::new()
         .pure()
         .include("proto")
         .input("proto/cgroups_v2_metrics.proto")
         .cargo_out_dir("cgroups_v2")
+        .run_from_script();
+    protobuf_codegen::Codegen::new()
+        .pure()
+        .include("proto")
+        .input("proto/bootstrap.proto")
+        .cargo_out_dir("bootstrap")
         .run_from_script();
 }

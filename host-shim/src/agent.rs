@@ -24,16 +24,8 @@ pub enum ConnectError {
 
 const CONSOLE_TAIL_LINES: usize = 20;
 
-/// The last `lines` lines of the console log, or why there are none.
-fn console_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
+fn console_tail(vm_dir: &Path, lines: usize) -> String {
+    crate::console::tail(vm_dir, lines)
 }
 
 /// Accepts connections on the readiness socket until one carries the
@@ -73,7 +65,7 @@ impl AgentClient {
     pub async fn connect(
         vsock: &dyn VsockTransport,
         ready: Option<tokio::net::UnixListener>,
-        console: &Path,
+        vm_dir: &Path,
         deadline: Duration,
         rpc_timeout: Duration,
         died: &watch::Receiver<Option<String>>,
@@ -85,7 +77,7 @@ impl AgentClient {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last: "the agent never announced that it was serving".into(),
-                    console: console_tail(console, CONSOLE_TAIL_LINES),
+                    console: console_tail(vm_dir, CONSOLE_TAIL_LINES),
                 });
             },
             why = vm_died.wait_for(|d| d.is_some()) => {
@@ -102,7 +94,7 @@ impl AgentClient {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last,
-                    console: console_tail(console, CONSOLE_TAIL_LINES),
+                    console: console_tail(vm_dir, CONSOLE_TAIL_LINES),
                 });
             }
             // Each attempt is bounded: a vsock device that never answers the

@@ -107,6 +107,30 @@ pub struct Timeouts {
     /// stopped, so its tasks end instead of hanging.
     #[serde(default = "default_health_failures")]
     pub health_failures: u32,
+    /// A shim daemon that no containerd has called within this time exits
+    /// (a `start` whose caller went away must not leave it for good).
+    #[serde(default = "default_unclaimed")]
+    pub unclaimed_secs: u64,
+    /// Once the agent reports a process's exit, how long its output may
+    /// still be copied before TaskExit is published regardless.
+    #[serde(default = "default_exit_output")]
+    pub exit_output_secs: u64,
+    /// How long QEMU and each helper get to exit after SIGKILL before the
+    /// shim reports them and goes on.
+    #[serde(default = "default_kill_wait")]
+    pub kill_wait_secs: u64,
+}
+
+fn default_unclaimed() -> u64 {
+    30
+}
+
+fn default_exit_output() -> u64 {
+    10
+}
+
+fn default_kill_wait() -> u64 {
+    5
 }
 
 fn default_health_interval() -> u64 {

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinHandle;
 
-use crate::vsock::{GuestStream, VsockTransport};
+use crate::vsock::VsockTransport;
 
 /// Longest guest line kept; the rest of a longer line is cut.
 pub const MAX_LINE: usize = 4096;
@@ -68,7 +68,7 @@ pub fn follow(vsock: Arc<dyn VsockTransport>, log: slog::Logger) -> JoinHandle<(
     })
 }
 
-async fn copy_lines(conn: GuestStream, log: &slog::Logger, limit: &mut RateLimit) {
+async fn copy_lines(conn: impl AsyncRead + Unpin, log: &slog::Logger, limit: &mut RateLimit) {
     let mut reader = BufReader::new(conn);
     let mut buf = Vec::new();
     let mut last_report = Instant::now();
@@ -85,9 +85,9 @@ async fn copy_lines(conn: GuestStream, log: &slog::Logger, limit: &mut RateLimit
         let cut = buf.len() > MAX_LINE;
         if cut {
             buf.truncate(MAX_LINE);
-            // Skip the rest of an overlong line.
-            let mut rest = Vec::new();
-            let _ = reader.read_until(b'\n', &mut rest).await;
+            if skip_rest_of_line(&mut reader).await.is_err() {
+                return;
+            }
         }
         if limit.allow(Instant::now()) {
             let line = String::from_utf8_lossy(&buf);
@@ -103,9 +103,70 @@ async fn copy_lines(conn: GuestStream, log: &slog::Logger, limit: &mut RateLimit
     }
 }
 
+/// Reads past the next newline, keeping nothing: a line without end costs
+/// no memory.
+async fn skip_rest_of_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<()> {
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The peak resident memory of this process, in KiB.
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    }
+
+    /// 1 GiB without a newline from a hostile guest: one cut line is
+    /// logged and the shim's memory does not grow with it.
+    #[tokio::test]
+    async fn a_gigabyte_without_newline_costs_no_memory() {
+        let before = peak_rss_kib();
+        let flood = tokio::io::repeat(b'x').take(1 << 30);
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let log = slog::Logger::root(
+            slog::Fuse(ChannelDrain(std::sync::Mutex::new(tx))),
+            slog::o!(),
+        );
+        copy_lines(
+            flood.chain(&b"\nlast\n"[..]),
+            &log,
+            &mut RateLimit::new(200.0, 1000.0),
+        )
+        .await;
+        let lines: Vec<String> = rx.try_iter().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        assert!(lines[0].ends_with(" true") && lines[0].len() <= MAX_LINE + 5);
+        assert_eq!(lines[1], "last false");
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(grown < 64 << 10, "peak RSS grew by {grown} KiB");
+    }
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {

@@ -37,7 +37,7 @@ pub struct VmSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub cmdline: String,
-    /// The guest's serial console is written here.
+    /// The guest's serial console is sent to this Unix socket.
     pub console: PathBuf,
     pub vsock: VsockDevice,
     pub shared: SharedDevice,
@@ -110,7 +110,7 @@ impl Hypervisor for Qemu {
             "-nographic",
             "-no-reboot",
             "-chardev",
-            &format!("file,id=console,path={}", vm.console.display()),
+            &format!("socket,id=console,path={}", vm.console.display()),
             "-serial",
             "chardev:console",
         ]
@@ -146,6 +146,10 @@ impl Hypervisor for Qemu {
             ],
             SharedDevice::NineP { dir } => vec![
                 "-fsdev".to_string(),
+                // passthrough: QEMU 7.2's mapped-xattr cannot read the real
+                // symlinks of an image rootfs (busybox's /bin/sh fails), so
+                // the guest's modes reach the host files; the shim's binds
+                // carry nosuid,nodev so none acts through the share.
                 format!(
                     "local,id=fs,path={},security_model=passthrough",
                     dir.display()

@@ -2,9 +2,5 @@
 
 #[tokio::main]
 async fn main() {
-    containerd_shim::asynchronous::run::<hull_shim::service::HullShim>(
-        hull_shim::RUNTIME_ID,
-        Some(hull_shim::shim_config()),
-    )
-    .await;
+    std::process::exit(hull_shim::launch::main().await);
 }

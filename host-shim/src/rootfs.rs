@@ -1,20 +1,16 @@
 //! The container's root filesystem on the host: containerd's mounts on
-//! `bundle/rootfs`, bound into the sandbox's shared directory.
+//! `bundle/rootfs` (which [`crate::share::Share`] binds into the guest's
+//! view).
 
 use std::path::{Path, PathBuf};
 
 use containerd_shim::api::CreateTaskRequest;
-use nix::mount::{MntFlags, MsFlags};
 
 use crate::errors::ShimError;
 
-/// `shared/<container>/rootfs`: what the guest sees at
-/// `<GUEST_SHARED_DIR>/<container>/rootfs`.
-pub fn shared_rootfs(shared: &Path, container_id: &str) -> PathBuf {
-    shared.join(container_id).join("rootfs")
-}
-
-/// Mounts containerd's rootfs mounts (if any) on `bundle/rootfs`.
+/// Mounts containerd's rootfs mounts (if any) on `bundle/rootfs`, with
+/// `nosuid,nodev` added: the guest writes into it, and nothing it writes
+/// may act as a setuid program or a device on the host.
 pub async fn mount_bundle_rootfs(req: &CreateTaskRequest) -> Result<PathBuf, ShimError> {
     let rootfs = Path::new(&req.bundle).join("rootfs");
     if req.rootfs.len() > 1 {
@@ -27,6 +23,10 @@ pub async fn mount_bundle_rootfs(req: &CreateTaskRequest) -> Result<PathBuf, Shi
         });
     }
     if let Some(m) = req.rootfs.first() {
+        let mut m = m.clone();
+        m.options
+            .extend(["nosuid".to_string(), "nodev".to_string()]);
+        let m = &m;
         std::fs::create_dir_all(&rootfs)
             .map_err(ShimError::io(format!("mkdir {}", rootfs.display())))?;
         containerd_shim::asynchronous::util::mount_rootfs(m, &rootfs)
@@ -39,31 +39,8 @@ pub async fn mount_bundle_rootfs(req: &CreateTaskRequest) -> Result<PathBuf, Shi
     Ok(rootfs)
 }
 
-/// Binds `rootfs` at the container's place in the shared directory.
-pub fn share(rootfs: &Path, shared: &Path, container_id: &str) -> Result<PathBuf, ShimError> {
-    let target = shared_rootfs(shared, container_id);
-    std::fs::create_dir_all(&target)
-        .map_err(ShimError::io(format!("mkdir {}", target.display())))?;
-    nix::mount::mount(
-        Some(rootfs),
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| ShimError::Io {
-        op: format!("bind {} on {}", rootfs.display(), target.display()),
-        source: e.into(),
-    })?;
-    Ok(target)
-}
-
-/// Unmounts everything at `path` (lazily, so a busy mount still goes away);
-/// absent mounts are fine. Idempotent.
-pub fn unmount_all(path: &Path) {
-    for _ in 0..16 {
-        if nix::mount::umount2(path, MntFlags::MNT_DETACH).is_err() {
-            break;
-        }
-    }
+/// Unmounts the bundle's rootfs (every mount stacked there, lazily);
+/// absent is fine, and a symlink there is not followed.
+pub fn unmount_bundle_rootfs(bundle: &Path) {
+    crate::host_dir::unmount_path(&bundle.join("rootfs"));
 }

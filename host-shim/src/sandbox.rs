@@ -14,12 +14,13 @@ use crate::errors::ShimError;
 use crate::hypervisor::SHARED_TAG;
 use crate::network::PodNetwork;
 use crate::rootfs;
+use crate::share::Share;
 use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR};
 
 pub struct Sandbox {
     pub id: String,
     pub agent: AgentClient,
-    pub vm: tokio::sync::Mutex<Vm>,
+    pub vm: Vm,
     pub paths: VmPaths,
     pub died: tokio::sync::watch::Receiver<Option<String>>,
     /// How the shim reaches the guest's vsock ports.
@@ -28,24 +29,26 @@ pub struct Sandbox {
     pub network: Option<PodNetwork>,
     /// How Task Stats reports this sandbox's containers.
     pub metrics: MetricsFormat,
+    /// How long a process's output may be copied after its exit.
+    pub exit_output: Duration,
     /// Set when shutdown begins, so long polls on the agent stop.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
-/// What `teardown` must undo, known before the VM exists.
+/// What `teardown` must undo for a container, known before the VM exists.
 pub struct HostMounts {
-    pub bundle_rootfs: PathBuf,
-    pub shared_rootfs: PathBuf,
-    /// The sandbox's shared directory and the container, for its volumes.
-    pub shared: PathBuf,
+    pub bundle: PathBuf,
+    /// The sandbox the container's share is in.
+    pub vm: VmPaths,
     pub container_id: String,
 }
 
 impl HostMounts {
     pub fn undo(&self) {
-        crate::volumes::unshare_all(&self.shared, &self.container_id);
-        rootfs::unmount_all(&self.shared_rootfs);
-        rootfs::unmount_all(&self.bundle_rootfs);
+        if let Ok(share) = Share::open(&self.vm) {
+            share.remove_container(&self.container_id);
+        }
+        rootfs::unmount_bundle_rootfs(&self.bundle);
     }
 }
 
@@ -79,7 +82,7 @@ impl Sandbox {
         let connected = AgentClient::connect(
             vm.vsock.as_ref(),
             ready,
-            &vm.paths.console,
+            &vm.paths.dir,
             Duration::from_secs(cfg.timeouts.boot_secs),
             Duration::from_secs(cfg.timeouts.rpc_secs),
             &vm.died,
@@ -96,7 +99,7 @@ impl Sandbox {
             }
         };
         slog::info!(log, "vm ready"; "boot_ms" => started.elapsed().as_millis() as u64,
-            "guest_uptime_ms" => guest_uptime_ms(&vm.paths.console));
+            "guest_uptime_ms" => guest_uptime_ms(&vm.paths.dir));
         let req = agent::CreateSandboxRequest {
             sandbox_id: id.into(),
             storages: vec![shared_storage(cfg.shared_fs.kind)],
@@ -109,8 +112,9 @@ impl Sandbox {
             died: vm.died.clone(),
             vsock: vm.vsock.clone(),
             metrics: cfg.metrics,
+            exit_output: Duration::from_secs(cfg.timeouts.exit_output_secs),
             network,
-            vm: tokio::sync::Mutex::new(vm),
+            vm,
             stopping: tokio::sync::watch::channel(false).0,
         };
         if let Err(e) = sandbox
@@ -180,7 +184,7 @@ impl Sandbox {
                             "the agent failed {failures} health checks in a row (last: {e})"
                         );
                         slog::error!(log, "declaring the VM dead"; "reason" => &reason);
-                        self.vm.lock().await.declare_dead(reason);
+                        self.vm.declare_dead(reason);
                         return;
                     }
                 }
@@ -210,7 +214,7 @@ impl Sandbox {
                 .destroy_sandbox(ctx, &agent::DestroySandboxRequest::new())
                 .await;
         }
-        self.vm.lock().await.stop(Duration::from_secs(3)).await;
+        self.vm.stop(Duration::from_secs(3)).await;
         if let Some(n) = &self.network {
             n.detach();
         }
@@ -291,7 +295,7 @@ pub fn prepare_guest_spec(
             .join("rootfs"),
     );
     spec.set_root(Some(root));
-    crate::volumes::check_sources(spec)?;
+    crate::share::check_sources(spec)?;
     refuse_hooks(spec)?;
     let mut host_netns = None;
     if let Some(mut linux) = spec.linux().clone() {
@@ -442,10 +446,12 @@ fn drop_host_lsm_labels(spec: &mut Spec) -> Vec<String> {
     notes
 }
 
-/// The guest's uptime when its agent said it was ready, from the console log.
-fn guest_uptime_ms(console: &Path) -> u64 {
-    let text = std::fs::read_to_string(console).unwrap_or_default();
-    text.lines()
+/// The guest's uptime when its agent said it was ready, from the end of
+/// the console (the agent has just said it).
+fn guest_uptime_ms(vm_dir: &Path) -> u64 {
+    let end = crate::console::last_bytes(vm_dir, crate::console::TAIL_BYTES).unwrap_or_default();
+    String::from_utf8_lossy(&end)
+        .lines()
         .filter(|l| l.contains("\"agent ready\""))
         .find_map(|l| {
             // Firmware output may precede the JSON on the same line.
@@ -463,13 +469,12 @@ mod tests {
     #[test]
     fn uptime_is_read_behind_firmware_output() {
         let dir = tempfile::tempdir().unwrap();
-        let console = dir.path().join("console.log");
         std::fs::write(
-            &console,
+            dir.path().join("console.log"),
             "Booting from ROM..{\"msg\":\"agent ready\",\"uptime_ms\":2870}\r\n",
         )
         .unwrap();
-        assert_eq!(guest_uptime_ms(&console), 2870);
+        assert_eq!(guest_uptime_ms(dir.path()), 2870);
     }
 
     #[test]

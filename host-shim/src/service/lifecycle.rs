@@ -19,6 +19,7 @@ use crate::network::PodNetwork;
 use crate::pod::Role;
 use crate::rootfs;
 use crate::sandbox::{HostMounts, Sandbox};
+use crate::share::Share;
 use crate::task::{Proc, Task};
 use crate::vm::VmPaths;
 
@@ -44,11 +45,9 @@ impl HullShim {
         let (cfg, guest_spec, role, host_netns) = self.load_task(&req)?;
         let bundle_rootfs = rootfs::mount_bundle_rootfs(&req).await?;
         // A pod container's share lives in its pod's VM directory.
-        let shared = VmPaths::new(&cfg.state_dir, &self.0.id).shared;
         let mounts = HostMounts {
-            bundle_rootfs: bundle_rootfs.clone(),
-            shared_rootfs: rootfs::shared_rootfs(&shared, &req.id),
-            shared,
+            bundle: PathBuf::from(&req.bundle),
+            vm: VmPaths::new(&cfg.state_dir, &self.0.id),
             container_id: req.id.clone(),
         };
         let built = match &role {
@@ -67,13 +66,14 @@ impl HullShim {
                 slog::error!(self.0.log, "create failed"; "error" => %e);
                 mounts.undo();
                 if !matches!(role, Role::Member { .. }) {
-                    let _ =
-                        crate::vm::remove_state_dir(&VmPaths::new(&cfg.state_dir, &self.0.id).dir);
+                    if let Ok(share) = Share::open(&mounts.vm) {
+                        let _ = share.remove();
+                    }
                 }
                 return Err(e);
             }
         };
-        let pid = built.sandbox.vm.lock().await.qemu_pid();
+        let pid = built.sandbox.vm.qemu_pid();
         let task = Arc::new(Task::new(
             req.id.clone(),
             req.bundle.clone(),
@@ -157,9 +157,9 @@ impl HullShim {
                 self.0.id, req.id
             )));
         }
-        let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
-        rootfs::share(bundle_rootfs, &paths.shared, &req.id)?;
-        crate::volumes::share(&mut guest_spec, &paths.shared, &req.id)?;
+        let share = Share::create(&VmPaths::new(&cfg.state_dir, &self.0.id))?;
+        share.add_rootfs(bundle_rootfs, &req.id)?;
+        share.add_volumes(&mut guest_spec, &req.id)?;
         let network = match host_netns {
             Some(netns) => Some(
                 tokio::task::spawn_blocking(move || PodNetwork::attach(&netns))
@@ -208,8 +208,9 @@ impl HullShim {
                 "pod sandbox {sandbox_id:?}: its VM died ({why})"
             )));
         }
-        rootfs::share(bundle_rootfs, &sandbox.paths.shared, &req.id)?;
-        crate::volumes::share(&mut guest_spec, &sandbox.paths.shared, &req.id)?;
+        let share = Share::open(&sandbox.paths)?;
+        share.add_rootfs(bundle_rootfs, &req.id)?;
+        share.add_volumes(&mut guest_spec, &req.id)?;
         let stdio = self.create_in(&sandbox, req, guest_spec).await?;
         Ok(Built {
             sandbox,
@@ -296,7 +297,7 @@ impl HullShim {
     /// Ends the VM and removes everything its tasks had on the host, in an
     /// order where nothing can reach into a still-mounted rootfs: VM and
     /// helpers, stdio, mounts, and last the state directory.
-    async fn teardown(&self) {
+    pub(super) async fn teardown(&self) {
         let sandbox = self.0.sandbox.lock().await.take();
         if let Some(sandbox) = &sandbox {
             sandbox.shutdown().await;
@@ -307,7 +308,8 @@ impl HullShim {
             task.undo_mounts();
         }
         if let Some(sandbox) = &sandbox {
-            if let Err(e) = crate::vm::remove_state_dir(&sandbox.paths.dir) {
+            let removed = Share::open(&sandbox.paths).and_then(Share::remove);
+            if let Err(e) = removed {
                 slog::error!(self.0.log, "state directory left behind"; "error" => %e);
             }
         }

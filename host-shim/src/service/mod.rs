@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use containerd_shim::api;
 use containerd_shim::api::Status;
-use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::TaskStart;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Flags, StartOpts};
 use protobuf::MessageField;
 use protocols::agent;
 
@@ -23,6 +24,7 @@ use crate::io::StdioPaths;
 use crate::pod::Role;
 use crate::rootfs;
 use crate::sandbox::Sandbox;
+use crate::share::Share;
 use crate::task::Task;
 use crate::vm::VmPaths;
 
@@ -39,31 +41,13 @@ struct Inner {
     id: String,
     namespace: String,
     log: slog::Logger,
-    exit: Arc<ExitSignal>,
-    publisher: Option<RemotePublisher>,
+    exit: ExitSignal,
+    publisher: RemotePublisher,
+    /// Set by the first task RPC: a daemon nobody calls exits by itself.
+    called: AtomicBool,
     sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
     /// The tasks of this shim: one, or the containers of a pod.
     tasks: Mutex<HashMap<String, Arc<Task>>>,
-}
-
-impl Inner {
-    fn new(
-        id: String,
-        namespace: String,
-        log: slog::Logger,
-        exit: Arc<ExitSignal>,
-        publisher: Option<RemotePublisher>,
-    ) -> Self {
-        Inner {
-            id,
-            namespace,
-            log,
-            exit,
-            publisher,
-            sandbox: tokio::sync::Mutex::new(None),
-            tasks: Mutex::new(HashMap::new()),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -75,85 +59,69 @@ fn state_dir_for_cleanup(bundle: &Path) -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("/run/hull"))
 }
 
-#[async_trait]
-impl Shim for HullShim {
-    type T = HullShim;
-
-    async fn new(_runtime_id: &str, args: &Flags, _config: &mut containerd_shim::Config) -> Self {
-        let level = HullConfig::load(&HullConfig::path())
-            .map(|c| c.log_level)
-            .unwrap_or_else(|_| "info".into());
-        let log = crate::logging::init(if args.debug { "debug" } else { &level });
-        HullShim(Arc::new(Inner::new(
-            args.id.clone(),
-            args.namespace.clone(),
-            log.new(slog::o!("id" => args.id.clone())),
-            Arc::new(ExitSignal::default()),
-            None,
-        )))
+/// Cleans up after a shim that died: unmounts and removes the task's
+/// state. Idempotent; containerd runs it on every teardown.
+pub fn cleanup_dead_shim(id: &str, bundle: &Path) {
+    let role = Role::of_bundle(bundle);
+    // A pod container's mounts live in its pod's VM directory, which
+    // stays for the pod's other containers.
+    let vm_id = role.grouping(id);
+    let paths = VmPaths::new(&state_dir_for_cleanup(bundle), &vm_id);
+    let share = Share::open(&paths).ok();
+    if let Some(share) = &share {
+        share.remove_container(id);
     }
-
-    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        // A pod's containers share the sandbox container's shim (and VM):
-        // for them `spawn` finds that shim's socket and answers with it.
-        let bundle = std::env::current_dir().unwrap_or_default();
-        let grouping = Role::of_bundle(&bundle).grouping(&opts.id);
-        let address = spawn(opts, &grouping, Vec::new()).await?;
-        // In the bundle, as runc's shim does: containerd 1.6 reads it to
-        // reconnect to the shim after a restart, and the shim crate to
-        // remove the socket when the shim exits.
-        tokio::fs::write("address", &address).await.map_err(|err| {
-            containerd_shim::Error::IoError {
-                context: "write the shim address into the bundle".into(),
-                err,
-            }
-        })?;
-        Ok(address)
-    }
-
-    /// Cleans up after a shim that died: unmounts and removes the task's
-    /// state. Idempotent; runs on every teardown.
-    async fn delete_shim(&mut self) -> Result<api::DeleteResponse, containerd_shim::Error> {
-        let bundle = std::env::current_dir().unwrap_or_default();
-        let role = Role::of_bundle(&bundle);
-        // A pod container's mounts live in its pod's VM directory, which
-        // stays for the pod's other containers.
-        let vm_id = role.grouping(&self.0.id);
-        let paths = VmPaths::new(&state_dir_for_cleanup(&bundle), &vm_id);
-        crate::volumes::unshare_all(&paths.shared, &self.0.id);
-        rootfs::unmount_all(&rootfs::shared_rootfs(&paths.shared, &self.0.id));
-        rootfs::unmount_all(&bundle.join("rootfs"));
-        if !matches!(role, Role::Member { .. }) {
-            let _ = crate::vm::remove_state_dir(&paths.dir);
-        }
-        Ok(api::DeleteResponse {
-            exit_status: 137,
-            exited_at: MessageField::some(crate::task::now()),
-            ..Default::default()
-        })
-    }
-
-    async fn wait(&mut self) {
-        self.0.exit.wait().await;
-    }
-
-    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let i = &self.0;
-        HullShim(Arc::new(Inner::new(
-            i.id.clone(),
-            i.namespace.clone(),
-            i.log.clone(),
-            i.exit.clone(),
-            Some(publisher),
-        )))
+    rootfs::unmount_bundle_rootfs(bundle);
+    if let (Some(share), false) = (share, matches!(role, Role::Member { .. })) {
+        let _ = share.remove();
     }
 }
 
 impl HullShim {
+    pub fn new(id: &str, namespace: &str, log: slog::Logger, publisher: RemotePublisher) -> Self {
+        HullShim(Arc::new(Inner {
+            id: id.into(),
+            namespace: namespace.into(),
+            log,
+            exit: ExitSignal::default(),
+            publisher,
+            called: AtomicBool::new(false),
+            sandbox: tokio::sync::Mutex::new(None),
+            tasks: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Resolves when containerd's Shutdown has ended the shim.
+    pub async fn shut_down(&self) {
+        self.0.exit.wait().await;
+    }
+
+    /// Resolves when `wait` has passed without a single task RPC.
+    pub async fn unclaimed(&self, wait: Duration) {
+        tokio::time::sleep(wait).await;
+        if self.0.called.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Ends everything the shim runs (asked by a signal): the VM and every
+    /// task's host state, as Delete would.
+    pub async fn terminate(&self, why: &str) {
+        slog::warn!(self.0.log, "terminating: the VM is stopped and its state removed"; "signal" => why);
+        self.teardown().await;
+    }
+
+    /// Records a task RPC from containerd (and logs it at debug).
+    fn rpc(&self, name: &'static str) {
+        self.0.called.store(true, Ordering::SeqCst);
+        slog::debug!(self.0.log, "task rpc"; "rpc" => name);
+    }
+
     async fn publish<E: Event + protobuf::MessageDyn>(&self, event: E) {
-        let Some(p) = &self.0.publisher else { return };
         let topic = event.topic();
-        if let Err(e) = p
+        if let Err(e) = self
+            .0
+            .publisher
             .publish(
                 Default::default(),
                 &topic,

@@ -18,7 +18,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "state");
+        self.rpc("state");
         Ok(HullShim::state(self, &req)?)
     }
 
@@ -27,7 +27,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "create");
+        self.rpc("create");
         Ok(HullShim::create(self, req).await?)
     }
 
@@ -36,7 +36,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "start");
+        self.rpc("start");
         Ok(HullShim::start(self, req).await?)
     }
 
@@ -45,12 +45,12 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "delete");
+        self.rpc("delete");
         Ok(HullShim::delete(self, req).await?)
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "kill");
+        self.rpc("kill");
         HullShim::kill(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -60,7 +60,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "wait");
+        self.rpc("wait");
         let proc = self.task(&req.id)?.process(&req.exec_id)?;
         let exit = proc.wait().await;
         Ok(api::WaitResponse {
@@ -75,7 +75,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "update");
+        self.rpc("update");
         HullShim::update(self, &req).await?;
         Ok(api::Empty::new())
     }
@@ -85,7 +85,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "stats");
+        self.rpc("stats");
         Ok(HullShim::stats(self, &req.id).await?)
     }
 
@@ -100,13 +100,13 @@ impl TaskApi for HullShim {
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "pause");
+        self.rpc("pause");
         self.set_paused(&req.id, true).await?;
         Ok(api::Empty::new())
     }
 
     async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "resume");
+        self.rpc("resume");
         self.set_paused(&req.id, false).await?;
         Ok(api::Empty::new())
     }
@@ -116,7 +116,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "exec", "exec" => &req.exec_id);
+        self.rpc("exec");
         HullShim::exec(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -126,7 +126,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "close_io");
+        self.rpc("close_io");
         HullShim::close_io(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -136,7 +136,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "resize_pty");
+        self.rpc("resize_pty");
         HullShim::resize_pty(self, req).await?;
         Ok(api::Empty::new())
     }
@@ -146,7 +146,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "pids");
+        self.rpc("pids");
         Ok(HullShim::pids(self, &req.id).await?)
     }
 
@@ -155,7 +155,7 @@ impl TaskApi for HullShim {
         _: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "connect");
+        self.rpc("connect");
         let task_pid = self.task(&req.id).map(|t| t.pid).unwrap_or(0);
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
@@ -166,7 +166,7 @@ impl TaskApi for HullShim {
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        slog::debug!(self.0.log, "task rpc"; "rpc" => "shutdown");
+        self.rpc("shutdown");
         // containerd calls Shutdown after every Delete; with a task still
         // present the shim stays (as runc's does).
         if self.tasks().is_empty() {

@@ -2,15 +2,48 @@
 //! (or the VM's death), and the guest's OOM kills.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
 use protobuf::MessageField;
 use protocols::agent;
 
 use super::{HullShim, VM_DIED_STATUS};
+use crate::guest_log::RateLimit;
 use crate::sandbox::Sandbox;
 use crate::task::{Proc, Task};
+
+/// TaskOOM events published at most this many a second on average...
+const OOM_RATE: f64 = 10.0;
+/// ...in bursts of at most this many.
+const OOM_BURST: f64 = 20.0;
+
+/// Which OOM kills the guest reports become TaskOOM: only those of a task
+/// this shim created, and no more than [`OOM_RATE`] a second. The guest
+/// decides what it reports; the host decides what it believes.
+struct OomGate {
+    publish: RateLimit,
+    /// Log lines about refused events, so refusing cannot flood the log.
+    warn: RateLimit,
+}
+
+impl OomGate {
+    fn new() -> Self {
+        OomGate {
+            publish: RateLimit::new(OOM_RATE, OOM_BURST),
+            warn: RateLimit::new(1.0, 5.0),
+        }
+    }
+
+    /// Whether to publish an event for a container that `owned` says is
+    /// (or is not) a task of this shim; and whether to log a refusal.
+    fn admit(&mut self, owned: bool, now: Instant) -> (bool, bool) {
+        if owned && self.publish.allow(now) {
+            return (true, false);
+        }
+        (false, self.warn.allow(now))
+    }
+}
 
 impl HullShim {
     /// Publishes TaskOOM for every OOM kill the agent reports, for the
@@ -18,6 +51,7 @@ impl HullShim {
     pub(super) async fn forward_oom_events(self, sandbox: Arc<Sandbox>) {
         let a = &sandbox.agent;
         let req = agent::GetOOMEventRequest::new();
+        let mut gate = OomGate::new();
         loop {
             let next = tokio::select! {
                 r = a.agent.get_oom_event(a.long_poll(), &req) => r,
@@ -25,6 +59,15 @@ impl HullShim {
             };
             match next {
                 Ok(event) => {
+                    let owned = self.tasks().contains_key(&event.container_id);
+                    let (publish, warn) = gate.admit(owned, Instant::now());
+                    if !publish {
+                        if warn {
+                            slog::warn!(self.0.log, "OOM event from the guest refused";
+                                "container" => &event.container_id, "ours" => owned);
+                        }
+                        continue;
+                    }
                     slog::warn!(self.0.log, "OOM kill in the guest"; "container" => &event.container_id);
                     self.publish(TaskOOM {
                         container_id: event.container_id,
@@ -73,13 +116,18 @@ impl HullShim {
             .as_mut()
             .map(|s| s.take_outputs())
             .unwrap_or_default();
-        // After a VM death the streams are gone; don't wait on them long.
-        let grace = if status == VM_DIED_STATUS {
+        // Output written before the exit is still on its way; the guest
+        // decides when the streams end, so the wait for them is bounded.
+        // After a VM death the streams are gone: a short wait.
+        let bound = if status == VM_DIED_STATUS {
             Duration::from_secs(1)
         } else {
-            Duration::MAX
+            sandbox.exit_output
         };
-        let _ = tokio::time::timeout(grace, futures_join(outputs)).await;
+        if !finish_outputs(outputs, bound).await {
+            slog::warn!(self.0.log, "output still open after the exit; cut";
+                "container" => &task.id, "exec" => &proc.id, "waited" => ?bound);
+        }
         let _order = proc.lifecycle.lock().await;
         let exit = proc.set_exit(status);
         self.publish(TaskExit {
@@ -94,8 +142,63 @@ impl HullShim {
     }
 }
 
-async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
+/// Waits up to `bound` for the output copies to end; the ones still
+/// running then are ended (containerd's FIFOs see EOF). Whether all ended
+/// by themselves.
+async fn finish_outputs(handles: Vec<tokio::task::JoinHandle<()>>, bound: Duration) -> bool {
+    let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+    let all = async {
+        for h in handles {
+            let _ = h.await;
+        }
+    };
+    let ended = tokio::time::timeout(bound, all).await.is_ok();
+    for a in aborts {
+        a.abort();
+    }
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_events_are_believed_for_own_tasks_only_and_at_a_bounded_rate() {
+        let mut gate = OomGate::new();
+        let t0 = Instant::now();
+        assert_eq!(gate.admit(false, t0), (false, true), "a stranger's id");
+        let published = (0..1000).filter(|_| gate.admit(true, t0).0).count();
+        assert_eq!(published, OOM_BURST as usize, "a flood is cut to the burst");
+        let later = t0 + Duration::from_secs(1);
+        let published = (0..1000).filter(|_| gate.admit(true, later).0).count();
+        assert_eq!(published, OOM_RATE as usize);
+        let refusals_logged = (0..1000).filter(|_| gate.admit(false, later).1).count();
+        assert!(
+            refusals_logged <= 5,
+            "{refusals_logged} log lines for refusals"
+        );
+    }
+
+    /// A guest that keeps a stream open after the exit: the wait ends at
+    /// its bound, and the copy is ended with it.
+    #[tokio::test]
+    async fn output_held_open_after_the_exit_is_cut_at_the_bound() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let forever = tokio::spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        let done = tokio::spawn(async {});
+        let start = Instant::now();
+        assert!(!finish_outputs(vec![done, forever], Duration::from_millis(300)).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(rx.await.is_err(), "the held copy was ended");
+        let done = tokio::spawn(async {});
+        assert!(finish_outputs(vec![done], Duration::from_secs(5)).await);
     }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod config;
 mod cri;
 mod failure;
+mod hostile;
 mod inside;
 mod network;
 mod run;
@@ -12,7 +13,7 @@ mod run;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use self::{agent::*, config::*, cri::*, failure::*, inside::*, network::*, run::*};
+use self::{agent::*, config::*, cri::*, failure::*, hostile::*, inside::*, network::*, run::*};
 use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
@@ -112,6 +113,26 @@ pub const ALL: &[(&str, Case)] = &[
     (
         "dead_shim_leaves_nothing_behind",
         dead_shim_leaves_nothing_behind,
+    ),
+    (
+        "planted_symlinks_do_not_redirect_the_share",
+        planted_symlinks_do_not_redirect_the_share,
+    ),
+    (
+        "planted_symlinks_do_not_redirect_teardown",
+        planted_symlinks_do_not_redirect_teardown,
+    ),
+    (
+        "guest_setuid_files_and_devices_stay_inert",
+        guest_setuid_files_and_devices_stay_inert,
+    ),
+    (
+        "console_flood_stays_within_its_cap",
+        console_flood_stays_within_its_cap,
+    ),
+    (
+        "frozen_qemu_does_not_hold_delete",
+        frozen_qemu_does_not_hold_delete,
     ),
 ];
 
@@ -229,7 +250,11 @@ impl<'a> Detached<'a> {
         options: &[&str],
         args: &[&str],
     ) -> Result<Self, String> {
-        let id = env.unique(name);
+        Detached::start_as(env, env.unique(name), options, args)
+    }
+
+    /// Like `start_with`, with the task id exactly `id`.
+    fn start_as(env: &'a Env, id: String, options: &[&str], args: &[&str]) -> Result<Self, String> {
         let mut cmd = env.ctr();
         cmd.args(["run", "-d", "--runtime", crate::env::RUNTIME])
             .args(options)
@@ -335,4 +360,79 @@ fn guest_mem_total_kb(env: &Env, id: &str, options: &[&str]) -> Result<u64, Stri
         .nth(1)
         .and_then(|v| v.parse().ok())
         .ok_or(format!("no MemTotal in {:?}", stdout(&o)))
+}
+
+/// A pod through CRI's annotations (given with ctr): its sandbox container,
+/// running `sleep`, with the configuration file `config`.
+struct Pod<'a> {
+    sandbox: Detached<'a>,
+    pub id: String,
+    config: String,
+}
+
+fn run_sleeping_pod<'a>(
+    env: &'a Env,
+    name: &str,
+    config: &std::path::Path,
+) -> Result<Pod<'a>, String> {
+    let id = env.unique(name);
+    let config = config.display().to_string();
+    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={id}");
+    let sandbox = Detached::start_as(
+        env,
+        id.clone(),
+        &[
+            "--runtime-config-path",
+            &config,
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+            "--annotation",
+            &sandbox_id,
+        ],
+        &["sleep", "1000"],
+    )?;
+    Ok(Pod {
+        sandbox,
+        id,
+        config,
+    })
+}
+
+impl<'a> Pod<'a> {
+    /// `ctr run` options that make a container of this pod.
+    fn member_options(&self) -> Vec<String> {
+        vec![
+            "--runtime-config-path".into(),
+            self.config.clone(),
+            "--annotation".into(),
+            "io.kubernetes.cri.container-type=container".into(),
+            "--annotation".into(),
+            format!("io.kubernetes.cri.sandbox-id={}", self.id),
+        ]
+    }
+
+    /// Runs a container `id` of the pod to its end; its stdout, or what
+    /// ctr said when it failed.
+    fn member(&self, id: &str, options: &[&str], args: &[&str]) -> Result<String, String> {
+        let mut cmd = self.sandbox.env.ctr();
+        cmd.args(["run", "--rm", "--runtime", crate::env::RUNTIME])
+            .args(self.member_options())
+            .args(options)
+            .args([crate::env::IMAGE, id])
+            .args(args);
+        let o = run(&mut cmd)?;
+        if o.status.success() {
+            Ok(stdout(&o))
+        } else {
+            Err(stderr(&o))
+        }
+    }
+
+    /// Starts a sleeping container `id` of the pod.
+    fn member_detached(&self, id: &str, options: &[&str]) -> Result<Detached<'a>, String> {
+        let mut all: Vec<String> = self.member_options();
+        all.extend(options.iter().map(|o| o.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Detached::start_as(self.sandbox.env, id.to_string(), &all, &["sleep", "1000"])
+    }
 }

@@ -1,0 +1,466 @@
+//! A hostile guest: root in the VM outside every container (the debug
+//! image's console plays the attacker; a kernel exploit or a replaced agent
+//! has the same powers). Each case is an attack on the host through what
+//! the shim does for the guest, and checks the host stays whole.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{expect_success, run_sleeping_pod, stdout, Detached};
+use crate::env::{run, Env};
+
+/// The debug image with its console on, in a configuration file of its own.
+pub(super) fn attacker_config(env: &Env, name: &str) -> Result<PathBuf, String> {
+    let path = env.path(&format!("{name}.toml"));
+    let text = env
+        .good_config()
+        .replace("initrd.img", "initrd-debug.img")
+        .replace(
+            "kernel_params = \"\"",
+            "kernel_params = \"hull.debug_console=on\"",
+        );
+    if !text.contains("initrd-debug.img") || !text.contains("hull.debug_console=on") {
+        return Err("test bug: initrd or kernel_params not in the configuration".into());
+    }
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Runs `script` in a root shell of the guest (outside every container) of
+/// the sandbox `vm_id`; its output.
+pub(super) fn guest_root(env: &Env, vm_id: &str, script: &str) -> Result<String, String> {
+    let sock = env.state_dir.join(vm_id).join("vsock.sock");
+    let mut child = Command::new("hull-agentctl")
+        .arg("--vm-socket")
+        .arg(&sock)
+        .arg("console")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        stdin
+            .write_all(format!("{script}\necho attack-done\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let o = crate::env::finish(child, Duration::from_secs(120))?;
+    let out = stdout(&o);
+    if !out.contains("attack-done") {
+        return Err(format!(
+            "the guest shell did not run the script: {out:?} {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+/// The host's mount points, outside what the suite's own tasks mount.
+fn host_mount_points(env: &Env) -> Vec<String> {
+    let ours = [
+        env.state_dir.display().to_string(),
+        env.path("state").display().to_string(),
+    ];
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| !ours.iter().any(|o| p.starts_with(o.as_str())))
+        .collect();
+    points.sort();
+    points
+}
+
+/// A host file the guest aims at: its content and inode must not change.
+struct Canary {
+    path: PathBuf,
+    content: String,
+    inode: u64,
+}
+
+impl Canary {
+    fn new(env: &Env, name: &str) -> Result<Canary, String> {
+        let path = env.path(name);
+        let content = format!("canary {name}\n");
+        std::fs::write(&path, &content).map_err(|e| e.to_string())?;
+        let inode = std::fs::metadata(&path).map_err(|e| e.to_string())?.ino();
+        Ok(Canary {
+            path,
+            content,
+            inode,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let now = std::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
+        let inode = std::fs::metadata(&self.path)
+            .map_err(|e| e.to_string())?
+            .ino();
+        if now != self.content || inode != self.inode {
+            return Err(format!(
+                "host file {} changed: {now:?} (inode {inode}, was {})",
+                self.path.display(),
+                self.inode
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A host directory the guest aims at, with a file in it.
+fn canary_dir(env: &Env, name: &str) -> Result<PathBuf, String> {
+    let dir = env.path(name);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("kept"), "kept\n").map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn check_dir_kept(dir: &Path) -> Result<(), String> {
+    match std::fs::read_to_string(dir.join("kept")) {
+        Ok(s) if s == "kept\n" => Ok(()),
+        other => Err(format!(
+            "host directory {} lost its file: {other:?}",
+            dir.display()
+        )),
+    }
+}
+
+/// Symlinks planted where the next pod container's rootfs, file volume and
+/// directory volume go (every volume index the spec may use).
+pub(super) fn planted_symlinks_do_not_redirect_the_share(env: &Env) -> Result<(), String> {
+    let config = attacker_config(env, "hostile-share")?;
+    let pod = run_sleeping_pod(env, "hpod", &config)?;
+    let file = Canary::new(env, "canary-file")?;
+    let dir = canary_dir(env, "canary-dir")?;
+    let rootfs_target = canary_dir(env, "canary-rootfs")?;
+    let volume_file = env.path("hostile-volume-file");
+    std::fs::write(&volume_file, "volume\n").map_err(|e| e.to_string())?;
+    let volume_dir = canary_dir(env, "hostile-volume-dir")?;
+    let before = host_mount_points(env);
+
+    let (file_app, dir_app) = (env.unique("happ-file"), env.unique("happ-dir"));
+    let plant = |id: &str, target: &Path| {
+        format!(
+            "mkdir -p /run/hull/shared/{id}/volumes; \
+             ln -s {rootfs} /run/hull/shared/{id}/rootfs; \
+             for n in $(seq 0 31); do ln -s {target} /run/hull/shared/{id}/volumes/$n; done; \
+             ls -la /run/hull/shared/{id}/volumes | head -3",
+            rootfs = rootfs_target.display(),
+            target = target.display()
+        )
+    };
+    let script = format!(
+        "{}; {}",
+        plant(&file_app, &file.path),
+        plant(&dir_app, &dir)
+    );
+    let planted = guest_root(env, &pod.id, &script)?;
+    println!(
+        "    guest: {}",
+        planted.trim().replace('\n', "\n    guest: ")
+    );
+
+    let file_mount = format!(
+        "type=bind,src={},dst=/data/f,options=rbind:rw",
+        volume_file.display()
+    );
+    let dir_mount = format!(
+        "type=bind,src={},dst=/data/d,options=rbind:rw",
+        volume_dir.display()
+    );
+    for (id, mount, check) in [
+        (&file_app, &file_mount, "cat /data/f"),
+        (&dir_app, &dir_mount, "cat /data/d/kept"),
+    ] {
+        let outcome = pod.member(id, &["--mount", mount], &["sh", "-c", check]);
+        file.check()?;
+        check_dir_kept(&dir)?;
+        check_dir_kept(&rootfs_target)?;
+        let after = host_mount_points(env);
+        if after != before {
+            return Err(format!(
+                "host mounts changed: before {before:#?}\nafter {after:#?}"
+            ));
+        }
+        match outcome {
+            Ok(out) if out == "volume\n" || out == "kept\n" => {}
+            Ok(out) => return Err(format!("{id} ran but printed {out:?}")),
+            Err(e) if !e.trim().is_empty() => println!("    {id} refused: {e}"),
+            Err(e) => return Err(format!("{id} failed without a reason: {e:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Symlinks planted in every directory the shim unmounts or removes when
+/// a pod container, then the pod, is deleted.
+pub(super) fn planted_symlinks_do_not_redirect_teardown(env: &Env) -> Result<(), String> {
+    let config = attacker_config(env, "hostile-teardown")?;
+    let canary_mount = env.path("canary-mount");
+    std::fs::create_dir_all(&canary_mount).map_err(|e| e.to_string())?;
+    let o = run(Command::new("mount")
+        .args(["-t", "tmpfs", "canary"])
+        .arg(&canary_mount))?;
+    expect_success(&o)?;
+    std::fs::write(canary_mount.join("kept"), "kept\n").map_err(|e| e.to_string())?;
+    let result = teardown_attack(env, &config, &canary_mount);
+    let still_mounted = host_mount_points(env)
+        .iter()
+        .any(|p| Path::new(p) == canary_mount);
+    let _ = run(Command::new("umount").arg(&canary_mount));
+    result?;
+    if !still_mounted {
+        return Err(format!(
+            "the host mount {} was detached",
+            canary_mount.display()
+        ));
+    }
+    Ok(())
+}
+
+fn teardown_attack(env: &Env, config: &Path, canary_mount: &Path) -> Result<(), String> {
+    let pod = run_sleeping_pod(env, "tpod", config)?;
+    let victim = canary_dir(env, "canary-teardown")?;
+    let app = env.unique("tapp");
+    let volume = canary_dir(env, "teardown-volume")?;
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        volume.display()
+    );
+    let member = pod.member_detached(&app, &["--mount", &mount])?;
+    let mut script = String::new();
+    for id in [app.as_str(), pod.id.as_str()] {
+        let base = format!("/run/hull/shared/{id}");
+        script.push_str(&format!("mkdir -p {base}/volumes; "));
+        for n in 0..8 {
+            script.push_str(&format!(
+                "ln -s {m} {base}/volumes/x{n}; ln -s {m} {base}/rootfs-x{n}; ",
+                m = canary_mount.display()
+            ));
+        }
+        script.push_str(&format!(
+            "ln -s {v} {base}/dir-link; ln -s {v}/kept {base}/file-link; ",
+            v = victim.display()
+        ));
+    }
+    script.push_str("ln -s / /run/hull/shared/root-link; ls /run/hull/shared");
+    let planted = guest_root(env, &pod.id, &script)?;
+    println!(
+        "    guest: {}",
+        planted.trim().replace('\n', "\n    guest: ")
+    );
+    drop(member);
+    check_dir_kept(&victim)?;
+    check_dir_kept(canary_mount)?;
+    drop(pod);
+    check_dir_kept(&victim)?;
+    check_dir_kept(canary_mount)?;
+    check_dir_kept(&volume)?;
+    Ok(())
+}
+
+/// Runs the host file `path` as uid 65534 (able to reach it through the
+/// test's root-only directories) and returns the effective uid it reports:
+/// 65534 unless a setuid bit acted.
+fn effective_uid_when_run(path: &Path) -> Result<String, String> {
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=+dac_override", "--ambient-caps=+dac_override"])
+        .arg(path)
+        .arg("-u"))?;
+    Ok(stdout(&o).trim().to_string())
+}
+
+/// The guest makes a setuid program (owned by uid 1234) and a device node
+/// for host memory in the rootfs and in a volume. From the host, neither
+/// runs with that uid nor opens as a device: through the share and the
+/// bundle rootfs (nosuid,nodev mounts), and no device node exists at all
+/// (virtiofsd has no CAP_MKNOD). A setuid bit on a file of the volume's
+/// own host directory is a known gap with virtio-fs (printed).
+pub(super) fn guest_setuid_files_and_devices_stay_inert(env: &Env) -> Result<(), String> {
+    let config = attacker_config(env, "hostile-suid")?;
+    let volume = env.path("suid-volume");
+    std::fs::create_dir_all(&volume).map_err(|e| e.to_string())?;
+    let program = Path::new("/usr/bin/id");
+    std::fs::copy(program, volume.join("id")).map_err(|e| e.to_string())?;
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        volume.display()
+    );
+    let option = [
+        "--runtime-config-path",
+        config.to_str().unwrap_or_default(),
+        "--mount",
+        &mount,
+    ];
+    let task = Detached::start_with(env, "suid", &option, &["sleep", "1000"])?;
+    std::fs::copy(program, task.rootfs_file("id")).map_err(|e| e.to_string())?;
+    let script = format!(
+        "for d in /run/hull/shared/{id}/rootfs /run/hull/shared/{id}/volumes/*; do \
+           chown 1234 $d/id && chmod 4755 $d/id && echo setuid-made:$d; \
+           mknod $d/mem c 1 1 && chmod 666 $d/mem && echo device-made:$d; \
+         done",
+        id = task.id
+    );
+    let out = guest_root(env, &task.id, &script)?;
+    let made = out.matches("setuid-made:").count();
+    if made != 2 {
+        return Err(format!("the guest could not set up the attack: {out}"));
+    }
+    if out.contains("device-made:") {
+        return Err(format!("the guest made a device node in the share: {out}"));
+    }
+    let vm = env.state_dir.join(&task.id);
+    let mut places = vec![task.rootfs_file("id")];
+    for view in ["mounts", "shared"] {
+        let base = vm.join(view).join(&task.id);
+        places.push(base.join("rootfs/id"));
+        for entry in std::fs::read_dir(base.join("volumes")).map_err(|e| e.to_string())? {
+            places.push(entry.map_err(|e| e.to_string())?.path().join("id"));
+        }
+    }
+    for place in &places {
+        let uid = effective_uid_when_run(place)?;
+        if uid != "65534" {
+            return Err(format!(
+                "{} ran as uid {uid:?} from the host",
+                place.display()
+            ));
+        }
+        if place.with_file_name("mem").exists() {
+            return Err(format!(
+                "a device node at {}",
+                place.with_file_name("mem").display()
+            ));
+        }
+    }
+    let at_source = effective_uid_when_run(&volume.join("id"))?;
+    if at_source != "65534" {
+        println!(
+            "    known gap (virtio-fs): the volume's host directory keeps the guest's setuid bit \
+             ({} runs as uid {at_source})",
+            volume.join("id").display()
+        );
+    }
+    println!(
+        "    checked {} host paths: none setuid-effective, no device node",
+        places.len()
+    );
+    Ok(())
+}
+
+/// The guest floods its serial console: the shim keeps at most the cap
+/// (plus one rotated file) and its memory does not grow with the flood.
+pub(super) fn console_flood_stays_within_its_cap(env: &Env) -> Result<(), String> {
+    let config = attacker_config(env, "hostile-console")?;
+    let option = ["--runtime-config-path", config.to_str().unwrap_or_default()];
+    let task = Detached::start_with(env, "console", &option, &["sleep", "1000"])?;
+    let shim = Env::processes_with(&format!("-id {} ", task.id))
+        .into_iter()
+        .find(|p| p.contains("containerd-shim-hull-v2"))
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .ok_or("no shim process")?;
+    let rss = || -> Result<u64, String> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{shim}/status")).map_err(|e| e.to_string())?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .ok_or("no VmHWM".into())
+    };
+    let before = rss()?;
+    let mib = 4;
+    let start = std::time::Instant::now();
+    guest_root(
+        env,
+        &task.id,
+        &format!(
+            "head -c {} /dev/zero | tr '\\000' x > /dev/ttyS0",
+            mib << 20
+        ),
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    let size = |n: &str| std::fs::metadata(env.state_dir.join(&task.id).join(n)).map(|m| m.len());
+    let (log, rotated) = (
+        size("console.log").unwrap_or(0),
+        size("console.log.1").unwrap_or(0),
+    );
+    let cap = 1 << 20;
+    if log > cap || rotated > cap {
+        return Err(format!(
+            "console files {log} and {rotated} bytes, cap {cap}"
+        ));
+    }
+    if rotated == 0 {
+        return Err(format!(
+            "{mib} MiB of console output never rotated the log ({log} bytes)"
+        ));
+    }
+    let grown = rss()?.saturating_sub(before);
+    if grown > 16 << 10 {
+        return Err(format!("the shim's peak RSS grew by {grown} KiB"));
+    }
+    println!(
+        "    {mib} MiB of console in {secs:.1}s: console.log {log} B, console.log.1 {rotated} B, shim peak RSS +{grown} KiB"
+    );
+    Ok(())
+}
+
+/// QEMU frozen (cgroup v1 freezer: SIGKILL stays pending until thawed, as
+/// for a process stuck in the kernel) while its task is deleted: the VM is
+/// declared dead, delete returns within its bound (3 s grace, 5 s after
+/// SIGKILL, with slack), and once QEMU can die nothing is left.
+pub(super) fn frozen_qemu_does_not_hold_delete(env: &Env) -> Result<(), String> {
+    let config = env.path("frozen.toml");
+    let text = env
+        .good_config()
+        .replace("health_interval_secs = 5", "health_interval_secs = 1")
+        .replace("health_failures = 3", "health_failures = 2");
+    if !text.contains("health_interval_secs = 1") {
+        return Err("test bug: health_interval_secs not in the configuration".into());
+    }
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let option = ["--runtime-config-path", config.to_str().unwrap_or_default()];
+    let task = Detached::start_with(env, "frozen", &option, &["sleep", "1000"])?;
+    let qemu = super::vm_process(env, &task.id, "qemu-system")?;
+    let freezer = PathBuf::from(format!("/sys/fs/cgroup/freezer/{}", task.id));
+    std::fs::create_dir_all(&freezer).map_err(|e| e.to_string())?;
+    let write = |file: &str, value: &str| {
+        std::fs::write(freezer.join(file), value).map_err(|e| format!("{file}: {e}"))
+    };
+    let result = (|| {
+        write("cgroup.procs", &qemu)?;
+        write("freezer.state", "FROZEN")?;
+        super::wait_status(env, &task.id, "STOPPED")
+            .or_else(|_| super::wait_status(env, &task.id, "STOPPED"))?;
+        let start = std::time::Instant::now();
+        let o = run(env.ctr().args(["task", "delete", &task.id]))?;
+        let took = start.elapsed();
+        expect_success(&o)?;
+        if took > Duration::from_secs(20) {
+            return Err(format!("delete took {took:?} with QEMU frozen"));
+        }
+        if !Path::new(&format!("/proc/{qemu}")).exists() {
+            return Err("QEMU died while frozen: the case did not freeze it".into());
+        }
+        println!(
+            "    delete returned in {:.1}s with QEMU frozen",
+            took.as_secs_f64()
+        );
+        Ok(())
+    })();
+    let _ = write("freezer.state", "THAWED");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{qemu}")).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir(&freezer);
+    result
+}
