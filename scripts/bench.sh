@@ -40,9 +40,14 @@ printf '%-40s %8s ms\n' "shim: QEMU spawn -> agent answering" "$vmready"
 
 # Exec into a running task (ctr task exec ... true), and what one sandbox
 # costs on the host: the shim's RSS, and QEMU's (the VM's memory as touched).
-exec_runs() { # runtime
+# The agent benchmark's raw vsock baseline runs in a container, which needs
+# vsock allowed (containers have none by default).
+vsock_config=$HULL_CTRD_DIR/hull-vsock-allowed.toml
+sed 's/^kernel_params = "\(.*\)"/kernel_params = "\1 hull.container_vsock=allow"/' \
+  "${HULL_CONFIG:-/etc/hull/configuration.toml}" > "$vsock_config"
+exec_runs() { # runtime [ctr run options...]
   local id="bench-exec-$1-$$"
-  ctr --address "$sock" -n bench run -d --runtime "$1" "$image" "$id" sleep 1000 >/dev/null
+  ctr --address "$sock" -n bench run -d --runtime "$1" "${@:2}" "$image" "$id" sleep 1000 >/dev/null
   for i in $(seq 1 "$runs"); do
     local t0 t1
     t0=$(date +%s%N)
@@ -116,7 +121,7 @@ agent_bench() { # sandbox id
   printf '%-44s %8s kB\n' "agent RSS, $(sed -n 2p <<<"$rss" | field containers) containers" "$(sed -n 2p <<<"$rss" | field rss_kb)"
 }
 
-hull_exec=$(exec_runs io.containerd.hull.v2 | median)
+hull_exec=$(exec_runs io.containerd.hull.v2 --runtime-config-path "$vsock_config" | median)
 hid="bench-exec-io.containerd.hull.v2-$$"
 shim_pid=$(pgrep -f "containerd-shim-hull-v2 .*-id $hid" | head -1)
 qemu_pid=$(pgrep -f "qemu-system.*hull-$hid" | head -1)

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub log_level: slog::Level,
     pub endpoint: Endpoint,
     pub debug_console: bool,
+    /// Whether container processes may open AF_VSOCK sockets (the line to
+    /// the host). Off unless `hull.container_vsock=allow`.
+    pub container_vsock: bool,
     /// CopyFile writes only below this directory.
     pub copy_dir: PathBuf,
     /// Where CreateSandbox writes the sandbox's resolv.conf.
@@ -74,6 +77,7 @@ impl AgentConfig {
                 stdio_port: protocols::STDIO_PORT,
             },
             debug_console: false,
+            container_vsock: false,
             copy_dir: PathBuf::from(GUEST_COPY_DIR),
             etc_dir: PathBuf::from("/etc"),
         };
@@ -123,8 +127,9 @@ impl AgentConfig {
         self.endpoint = Endpoint::Unix { dir };
     }
 
-    /// Applies `hull.log=`, `hull.port=`, `hull.debug_console=` options;
-    /// every other word belongs to the kernel.
+    /// Applies `hull.log=`, `hull.port=`, `hull.debug_console=`,
+    /// `hull.container_vsock=` options; every other word belongs to the
+    /// kernel.
     pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ConfigError> {
         for word in cmdline.split_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -139,6 +144,18 @@ impl AgentConfig {
                     })?;
                     if let Endpoint::Vsock { agent_port, .. } = &mut self.endpoint {
                         *agent_port = port;
+                    }
+                }
+                "hull.container_vsock" => {
+                    self.container_vsock = match value {
+                        "allow" => true,
+                        "deny" => false,
+                        _ => {
+                            return Err(ConfigError::BadValue {
+                                key: "hull.container_vsock",
+                                value: value.into(),
+                            })
+                        }
                     }
                 }
                 "hull.debug_console" => {
@@ -210,6 +227,7 @@ mod tests {
                 stdio_port: 1025,
             },
             debug_console: false,
+            container_vsock: false,
             copy_dir: PathBuf::from(GUEST_COPY_DIR),
             etc_dir: PathBuf::from("/etc"),
         }

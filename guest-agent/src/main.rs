@@ -31,12 +31,14 @@ mod stdio;
 mod stdio_rpc;
 mod storage;
 mod switch_root;
+mod vsock_probe;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("init") => run_container_init(&args[2..]),
         Some("bench-source") => std::process::exit(bench_source::run(&args[2..])),
+        Some("vsock-connect") => std::process::exit(vsock_probe::run(&args[2..])),
         _ => {}
     }
     if std::process::id() == 1 {

@@ -24,6 +24,10 @@ pub struct InitConfig {
     /// opens it for reading. Opened before pivot_root, while reachable.
     #[serde(default)]
     pub exec_fifo: Option<PathBuf>,
+    /// Refuse AF_VSOCK sockets to every process of the container
+    /// ([`crate::vsock_filter`]).
+    #[serde(default)]
+    pub deny_vsock: bool,
 }
 
 /// An additional process to start inside a running container: it joins
@@ -36,4 +40,7 @@ pub struct ExecConfig {
     pub process: Process,
     /// The container's seccomp profile, which applies to its execs too.
     pub seccomp: Option<LinuxSeccomp>,
+    /// As [`InitConfig::deny_vsock`].
+    #[serde(default)]
+    pub deny_vsock: bool,
 }

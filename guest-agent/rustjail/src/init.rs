@@ -244,7 +244,11 @@ fn create(
         hooks: spec.hooks().clone(),
         state: state(ContainerState::Created),
     };
-    become_process(channel, &process, linux.seccomp().as_ref(), stage, start)
+    let confine = Confinement {
+        seccomp: linux.seccomp().as_ref(),
+        deny_vsock: config.deny_vsock,
+    };
+    become_process(channel, &process, confine, stage, start)
 }
 
 /// The prestart and createRuntime hooks (by the runtime, asked over the
@@ -387,13 +391,11 @@ fn exec(
         hooks: None,
         state: oci_spec::runtime::State::default(),
     };
-    become_process(
-        channel,
-        &config.process,
-        config.seccomp.as_ref(),
-        stage,
-        start,
-    )
+    let confine = Confinement {
+        seccomp: config.seccomp.as_ref(),
+        deny_vsock: config.deny_vsock,
+    };
+    become_process(channel, &config.process, confine, stage, start)
 }
 
 /// Tells the runtime the pid of the process that will exec the user
@@ -438,10 +440,18 @@ fn setsid() -> Result<(), InitError> {
 /// The process part, common to create and exec: terminal, then everything
 /// but execve before Ready (as in runc: a bad user, cwd or missing program
 /// fails the create, not the start), then execve on Start.
+/// The seccomp filters a process of the container runs under.
+struct Confinement<'a> {
+    /// The spec's profile.
+    seccomp: Option<&'a LinuxSeccomp>,
+    /// No AF_VSOCK sockets ([`crate::vsock_filter`]).
+    deny_vsock: bool,
+}
+
 fn become_process(
     channel: &mut Channel,
     process: &oci_spec::runtime::Process,
-    seccomp: Option<&LinuxSeccomp>,
+    confine: Confinement,
     stage: &mut &'static str,
     start: StartPlan,
 ) -> Result<Infallible, InitError> {
@@ -452,7 +462,7 @@ fn become_process(
         channel.send_fd(std::os::fd::AsFd::as_fd(&master))?;
     }
     *stage = "process";
-    let (exec, late_seccomp) = prepare_process(process, seccomp)?;
+    let (exec, late_seccomp) = prepare_process(process, confine)?;
     channel.send(&FromInit::Ready)?;
     *stage = "wait for start";
     match (expect(channel, "Start or Detach")?, &start.fifo) {
@@ -524,10 +534,14 @@ fn check_labels(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
 /// before the user switch drops it, as runc does.
 fn prepare_process(
     process: &oci_spec::runtime::Process,
-    seccomp: Option<&LinuxSeccomp>,
+    confine: Confinement,
 ) -> Result<(process::ExecPlan, Option<crate::seccomp::Compiled>), InitError> {
     check_labels(process)?;
-    let filters = seccomp.map(crate::seccomp::compile).transpose()?;
+    let filters = confine.seccomp.map(crate::seccomp::compile).transpose()?;
+    if confine.deny_vsock {
+        // Now, while CAP_SYS_ADMIN is held: it does not depend on no_new_privs.
+        crate::vsock_filter::compiled().install()?;
+    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     let caps = CapPlan::from_spec(process.capabilities().as_ref())?;
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;

@@ -39,3 +39,4 @@ pub mod stats;
 pub mod syscall;
 pub mod unsupported;
 pub mod users;
+pub mod vsock_filter;

@@ -198,6 +198,8 @@ impl Jail {
             loopback_up: false,
             bundle: bundle.to_path_buf(),
             exec_fifo: detach.then(|| fifo.clone()),
+            // A host runtime: vsock is the host's own business.
+            deny_vsock: false,
         };
         let mut created = container::create(&self.init, config, attach.stdio)?;
         let record = Record {
@@ -367,6 +369,7 @@ impl Jail {
                 .linux()
                 .as_ref()
                 .and_then(|l| l.seccomp().clone()),
+            deny_vsock: false,
         };
         let mut created = container::exec(&self.init, config, &record.cgroup_path, attach.stdio)?;
         hand_over_console(&mut created, attach.console_socket.as_deref())?;

@@ -208,6 +208,7 @@ impl Service {
             rootfs,
             loopback_up: true,
             exec_fifo: None,
+            deny_vsock: self.0.deny_vsock,
         };
         let cmd = init_command();
         let mut created = blocking("create task", move || {
@@ -307,6 +308,7 @@ impl Service {
             init_pid: c.init.pid,
             process,
             seccomp: c.seccomp.clone(),
+            deny_vsock: self.0.deny_vsock,
         };
         let cgroup = c.cgroup_path.clone();
         let cmd = init_command();

@@ -31,6 +31,8 @@ pub struct AgentState {
     /// rtnetlink in the agent's network namespace, opened on first use.
     network: tokio::sync::OnceCell<crate::network::Network>,
     guest: GuestPaths,
+    /// Container processes may not open AF_VSOCK unless configured.
+    deny_vsock: bool,
 }
 
 /// Where the guest-wide RPCs act: the real system in a VM, the agent's own
@@ -68,6 +70,7 @@ impl Service {
             sandbox_mounts: Mutex::new(Vec::new()),
             shutdown: Arc::new(Notify::new()),
             network: tokio::sync::OnceCell::new(),
+            deny_vsock: !cfg.container_vsock,
         }))
     }
 

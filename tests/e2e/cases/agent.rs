@@ -20,7 +20,10 @@ fn agentctl(env: &Env, id: &str, args: &[&str]) -> Result<String, String> {
 }
 
 pub(super) fn agent_api_answers_in_the_vm(env: &Env) -> Result<(), String> {
-    let task = Detached::start(env, "agentapi", &["sleep", "1000"])?;
+    // The raw vsock baseline listens in the container: vsock allowed.
+    let config = super::hostile::vsock_allowed_config(env)?;
+    let option = ["--runtime-config-path", config.to_str().unwrap_or_default()];
+    let task = Detached::start_with(env, "agentapi", &option, &["sleep", "1000"])?;
     let details = agentctl(env, &task.id, &["details"])?;
     for want in [
         "init_daemon: true",

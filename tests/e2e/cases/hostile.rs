@@ -464,3 +464,79 @@ pub(super) fn frozen_qemu_does_not_hold_delete(env: &Env) -> Result<(), String> 
     let _ = std::fs::remove_dir(&freezer);
     result
 }
+
+/// A container's process opens vsock to the host (CID 2) on every port
+/// Hull uses: the socket itself is refused, privileged or not. With the
+/// configuration key (`hull.container_vsock=allow`) the same program gets
+/// a socket, which shows the probe would see a vsock if there were one.
+pub(super) fn containers_cannot_reach_the_host_over_vsock(env: &Env) -> Result<(), String> {
+    let ports: Vec<String> = [
+        protocols::AGENT_PORT,
+        protocols::STDIO_PORT,
+        protocols::LOG_PORT,
+        protocols::READY_PORT,
+        protocols::DEBUG_CONSOLE_PORT,
+    ]
+    .iter()
+    .map(u32::to_string)
+    .collect();
+    let allowed = vsock_allowed_config(env)?;
+    let allowed = allowed.to_str().unwrap_or_default();
+    // The control probes one port: with no listener a connect waits for
+    // its timeout.
+    for (name, options, ports, refused) in [
+        ("vsockplain", vec![], &ports[..], true),
+        ("vsockpriv", vec!["--privileged"], &ports[..], true),
+        (
+            "vsockallowed",
+            vec!["--runtime-config-path", allowed],
+            &ports[..1],
+            false,
+        ),
+    ] {
+        let out = vsock_probe(env, name, &options, ports)?;
+        let socket_refused = out.lines().filter(|l| l.contains(" socket: ")).count();
+        let want = if refused { ports.len() } else { 0 };
+        if out.lines().count() != ports.len() || socket_refused != want {
+            return Err(format!("{name}: {out:?}"));
+        }
+        println!("    {name}: {}", out.trim().replace('\n', "; "));
+    }
+    Ok(())
+}
+
+/// The static agent binary, which carries the `vsock-connect` probe.
+fn agent_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release/hull-agent")
+}
+
+fn vsock_probe(
+    env: &Env,
+    name: &str,
+    options: &[&str],
+    ports: &[String],
+) -> Result<String, String> {
+    let task = Detached::start_with(env, name, options, &["sleep", "1000"])?;
+    let probe = task.rootfs_file("vsock-probe");
+    std::fs::copy(agent_binary(), &probe).map_err(|e| format!("copy the probe: {e}"))?;
+    let mut args = vec!["/vsock-probe", "vsock-connect", "2"];
+    args.extend(ports.iter().map(String::as_str));
+    let o = run(&mut task.exec("probe", &[], &args))?;
+    expect_success(&o)?;
+    Ok(stdout(&o))
+}
+
+/// The suite's configuration with container vsock allowed.
+pub(super) fn vsock_allowed_config(env: &Env) -> Result<PathBuf, String> {
+    let path = env.path("vsock-allowed.toml");
+    let text = env.good_config().replace(
+        "kernel_params = \"\"",
+        "kernel_params = \"hull.container_vsock=allow\"",
+    );
+    if !text.contains("hull.container_vsock=allow") {
+        return Err("test bug: kernel_params not in the configuration".into());
+    }
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}

@@ -134,6 +134,10 @@ pub const ALL: &[(&str, Case)] = &[
         "frozen_qemu_does_not_hold_delete",
         frozen_qemu_does_not_hold_delete,
     ),
+    (
+        "containers_cannot_reach_the_host_over_vsock",
+        containers_cannot_reach_the_host_over_vsock,
+    ),
 ];
 
 fn stdout(o: &std::process::Output) -> String {
