@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit rpc conformance e2e bench bench-jail lint clean
+.PHONY: all build agent image install setup demo test unit rpc conformance e2e bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -50,7 +50,19 @@ conformance: build
 e2e: install
 	$(CARGO) test -p hull-tests --test e2e
 
-test: lint unit rpc conformance e2e
+test: lint unit fuzz-smoke rpc conformance e2e
+
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer, stable toolchain) of what
+# the host parses from the guest: FUZZ_SECONDS per target; the seeds in
+# fuzz/seeds, the corpus grown in build/fuzz. `fuzz-smoke` is make test's
+# short run.
+FUZZ_TARGETS := agent_reply guest_log vsock_reply console_text start_stdin
+FUZZ_SECONDS ?= 300
+fuzz:
+	bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	bash scripts/fuzz.sh 10 $(FUZZ_TARGETS)
 
 bench: install bench-jail
 	bash scripts/bench.sh

@@ -2,16 +2,24 @@
 # A private containerd for Hull's demo and tests: its own config, root,
 # state and socket under $HULL_CTRD_DIR (default /run/hull-containerd).
 # It never touches a system containerd's state.
+# HULL_CONTAINERD_BIN names a directory with another containerd and ctr
+# (the suite's containerd 2.3.4); by default those on PATH.
 # usage: containerd.sh start|stop|address
 set -euo pipefail
 dir=${HULL_CTRD_DIR:-/run/hull-containerd}
+bin=${HULL_CONTAINERD_BIN:+$HULL_CONTAINERD_BIN/}
+containerd=${bin}containerd
+ctr=${bin}ctr
+# Its own containerd-shim-runc-v2 first: an older one cannot start under a
+# newer containerd's bootstrap protocol.
+[ -z "$bin" ] || export PATH="$HULL_CONTAINERD_BIN:$PATH"
 sock=$dir/containerd.sock
 cmd=${1:-start}
 
 case "$cmd" in
 address) echo "$sock" ;;
 start)
-  if [ -S "$sock" ] && ctr --address "$sock" version >/dev/null 2>&1; then
+  if [ -S "$sock" ] && $ctr --address "$sock" version >/dev/null 2>&1; then
     echo "containerd: already running at $sock"; exit 0
   fi
   mkdir -p "$dir"
@@ -59,10 +67,10 @@ TOML
   ]
 }
 JSON
-  nohup containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
+  nohup $containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
   echo $! > "$dir/containerd.pid"
   for _ in $(seq 1 100); do
-    if ctr --address "$sock" version >/dev/null 2>&1; then echo "containerd: started at $sock"; exit 0; fi
+    if $ctr --address "$sock" version >/dev/null 2>&1; then echo "containerd: started at $sock"; exit 0; fi
     sleep 0.1
   done
   echo "containerd: did not start; see $dir/containerd.log" >&2; tail -20 "$dir/containerd.log" >&2; exit 1

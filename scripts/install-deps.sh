@@ -22,16 +22,20 @@ else
   echo "install-deps: apt packages present"
 fi
 
+# Pinned: Hull passes these helpers flags (virtiofsd's --modcaps,
+# --announce-submounts) whose meaning is checked against these versions.
 cargo_helper() {
-  local crate=$1 bin=$2
-  if command -v "$bin" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$bin" ]; then
-    echo "install-deps: $bin present"
+  local crate=$1 version=$2 bin=$1 have
+  have=$({ command -v "$bin" || echo "$HOME/.cargo/bin/$bin"; } | head -1)
+  if [ -x "$have" ] && "$have" --version 2>/dev/null | grep -qw "$version"; then
+    echo "install-deps: $bin $version present"
   else
-    echo "install-deps: cargo install $crate"
-    cargo install --locked "$crate"
+    echo "install-deps: cargo install $crate@$version"
+    cargo install --locked --force "$crate@$version"
   fi
 }
-cargo_helper vhost-device-vsock vhost-device-vsock
-cargo_helper virtiofsd virtiofsd
+cargo_helper vhost-device-vsock 0.3.0
+cargo_helper virtiofsd 1.14.0
+cargo_helper cargo-fuzz 0.13.2
 
 echo "install-deps: done"

@@ -136,6 +136,41 @@ pub fn socket_path(vm_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    }
+
+    /// A guest writing 1 GiB to its console, through the socket QEMU
+    /// would use: the files stay at their cap and the shim's memory does
+    /// not grow with the flood.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gigabyte_of_console_stays_within_the_cap() {
+        use tokio::io::AsyncWriteExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = socket_path(tmp.path());
+        let listener = UnixListener::bind(&socket).unwrap();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let before = peak_rss_kib();
+        let follower = follow(listener, tmp.path(), log);
+        let mut qemu = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..1024 {
+            qemu.write_all(&block).await.unwrap();
+        }
+        drop(qemu);
+        follower.await.unwrap();
+        let size = |n: &str| std::fs::metadata(tmp.path().join(n)).unwrap().len();
+        assert_eq!(size(LOG), CONSOLE_CAP, "1 GiB is a whole number of caps");
+        assert_eq!(size(ROTATED), CONSOLE_CAP);
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(grown < 64 << 10, "peak RSS grew by {grown} KiB");
+    }
+
     #[test]
     fn the_log_rotates_at_its_cap_and_the_tail_spans_both_files() {
         let tmp = tempfile::tempdir().unwrap();

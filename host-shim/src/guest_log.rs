@@ -68,7 +68,8 @@ pub fn follow(vsock: Arc<dyn VsockTransport>, log: slog::Logger) -> JoinHandle<(
     })
 }
 
-async fn copy_lines(conn: impl AsyncRead + Unpin, log: &slog::Logger, limit: &mut RateLimit) {
+/// Copies the agent's log lines from `conn` into `log` until it ends.
+pub async fn copy_lines(conn: impl AsyncRead + Unpin, log: &slog::Logger, limit: &mut RateLimit) {
     let mut reader = BufReader::new(conn);
     let mut buf = Vec::new();
     let mut last_report = Instant::now();

@@ -450,7 +450,13 @@ fn drop_host_lsm_labels(spec: &mut Spec) -> Vec<String> {
 /// the console (the agent has just said it).
 fn guest_uptime_ms(vm_dir: &Path) -> u64 {
     let end = crate::console::last_bytes(vm_dir, crate::console::TAIL_BYTES).unwrap_or_default();
-    String::from_utf8_lossy(&end)
+    agent_ready_uptime_ms(&String::from_utf8_lossy(&end))
+}
+
+/// The uptime the agent's "agent ready" line in console text reports (0
+/// when there is none).
+pub fn agent_ready_uptime_ms(console: &str) -> u64 {
+    console
         .lines()
         .filter(|l| l.contains("\"agent ready\""))
         .find_map(|l| {

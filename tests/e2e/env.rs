@@ -11,7 +11,49 @@ pub const IMAGE: &str = "docker.io/hull/busybox:latest";
 pub const RUNTIME: &str = "io.containerd.hull.v2";
 const NAMESPACE: &str = "hull-e2e";
 
+/// A containerd the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Containerd {
+    /// Debian's (on PATH).
+    Debian,
+    /// v2.3.4, built from its release source, in `../shared/containerd-2.3.4`.
+    V2_3,
+}
+
+impl Containerd {
+    pub const ALL: [Containerd; 2] = [Containerd::Debian, Containerd::V2_3];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Containerd::Debian => "containerd 1.6",
+            Containerd::V2_3 => "containerd 2.3",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Containerd::Debian => "16",
+            Containerd::V2_3 => "23",
+        }
+    }
+
+    /// The directory of its `containerd` and `ctr` (None: PATH's).
+    fn bin_dir(self, repo: &Path) -> Result<Option<PathBuf>, String> {
+        match self {
+            Containerd::Debian => Ok(None),
+            Containerd::V2_3 => {
+                let dir = repo.join("../shared/containerd-2.3.4");
+                if !dir.join("containerd").is_file() || !dir.join("ctr").is_file() {
+                    return Err(format!("no containerd 2.3.4 in {}", dir.display()));
+                }
+                Ok(Some(dir))
+            }
+        }
+    }
+}
+
 pub struct Env {
+    bin_dir: Option<PathBuf>,
     pub repo: PathBuf,
     pub dir: PathBuf,
     pub sock: PathBuf,
@@ -100,13 +142,18 @@ fn check(out: Output, what: &str) -> Result<Output, String> {
 }
 
 impl Env {
-    pub fn start() -> Result<Env, String> {
+    pub fn start(containerd: Containerd) -> Result<Env, String> {
         if !nix_is_root() {
             return Err("the end-to-end suite needs root (VMs, mounts, containerd)".into());
         }
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let repo = repo.canonicalize().map_err(|e| e.to_string())?;
-        let dir = PathBuf::from(format!("/run/hull-e2e-{}", std::process::id()));
+        let bin_dir = containerd.bin_dir(&repo)?;
+        let dir = PathBuf::from(format!(
+            "/run/hull-e2e-{}-{}",
+            std::process::id(),
+            containerd.tag()
+        ));
         let state_dir = dir.join("hull-state");
         std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
         let config = dir.join("configuration.toml");
@@ -118,6 +165,7 @@ impl Env {
         );
         std::fs::write(&config, &good_config).map_err(|e| e.to_string())?;
         let env = Env {
+            bin_dir,
             sock: dir.join("containerd.sock"),
             repo,
             dir,
@@ -126,11 +174,7 @@ impl Env {
             good_config,
         };
         check(
-            run(Command::new("bash")
-                .arg(env.repo.join("scripts/containerd.sh"))
-                .arg("start")
-                .env("HULL_CTRD_DIR", &env.dir)
-                .env("HULL_CONFIG", &env.config))?,
+            run(&mut env.containerd_script("start"))?,
             "start containerd",
         )?;
         let tar = env.dir.join("busybox.tar");
@@ -174,15 +218,24 @@ impl Env {
     pub fn restart_containerd(&self) -> Result<(), String> {
         for verb in ["stop", "start"] {
             check(
-                run(Command::new("bash")
-                    .arg(self.repo.join("scripts/containerd.sh"))
-                    .arg(verb)
-                    .env("HULL_CTRD_DIR", &self.dir)
-                    .env("HULL_CONFIG", &self.config))?,
+                run(&mut self.containerd_script(verb))?,
                 &format!("containerd {verb}"),
             )?;
         }
         Ok(())
+    }
+
+    /// `scripts/containerd.sh VERB` for this suite's containerd.
+    fn containerd_script(&self, verb: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(self.repo.join("scripts/containerd.sh"))
+            .arg(verb)
+            .env("HULL_CTRD_DIR", &self.dir)
+            .env("HULL_CONFIG", &self.config);
+        if let Some(dir) = &self.bin_dir {
+            c.env("HULL_CONTAINERD_BIN", dir);
+        }
+        c
     }
 
     /// `ctr` against the private containerd.
@@ -192,7 +245,11 @@ impl Env {
 
     /// `ctr` in another containerd namespace (CRI's is `k8s.io`).
     pub fn ctr_in(&self, namespace: &str) -> Command {
-        let mut c = Command::new("ctr");
+        let ctr = match &self.bin_dir {
+            Some(dir) => dir.join("ctr"),
+            None => PathBuf::from("ctr"),
+        };
+        let mut c = Command::new(ctr);
         c.arg("--address")
             .arg(&self.sock)
             .args(["-n", namespace])
@@ -316,10 +373,8 @@ impl Env {
 
     pub fn stop(&self) {
         self.force_cleanup();
-        let _ = Command::new("bash")
-            .arg(self.repo.join("scripts/containerd.sh"))
-            .arg("stop")
-            .env("HULL_CTRD_DIR", &self.dir)
+        let _ = self
+            .containerd_script("stop")
             .stdout(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -25,35 +25,41 @@ fn watchdog(limit: Duration) {
 fn main() {
     watchdog(SUITE_LIMIT);
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let env = match env::Env::start() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("e2e: set-up failed: {e}");
-            println!("0 passed, 1 failed");
-            std::process::exit(1);
-        }
-    };
     let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases::ALL {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let start = Instant::now();
-        let result = case(&env).and_then(|()| env.check_no_leaks());
-        let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({secs:.1}s)");
-            }
+    for containerd in env::Containerd::ALL {
+        let env = match env::Env::start(containerd) {
+            Ok(e) => e,
             Err(e) => {
+                println!("e2e: set-up of {} failed: {e}", containerd.name());
                 failed += 1;
-                println!("test {name} ... FAILED ({secs:.1}s)\n    {e}");
-                env.force_cleanup();
+                continue;
+            }
+        };
+        for (name, case, scope) in cases::ALL {
+            let first = containerd == env::Containerd::ALL[0];
+            if filter.as_deref().is_some_and(|f| !name.contains(f))
+                || (*scope == cases::Scope::First && !first)
+            {
+                continue;
+            }
+            let start = Instant::now();
+            let result = case(&env).and_then(|()| env.check_no_leaks());
+            let secs = start.elapsed().as_secs_f64();
+            let label = format!("{name} [{}]", containerd.name());
+            match result {
+                Ok(()) => {
+                    passed += 1;
+                    println!("test {label} ... ok ({secs:.1}s)");
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("test {label} ... FAILED ({secs:.1}s)\n    {e}");
+                    env.force_cleanup();
+                }
             }
         }
+        env.stop();
     }
-    env.stop();
     println!("{passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

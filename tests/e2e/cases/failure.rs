@@ -1,6 +1,7 @@
 //! When things die: QEMU or a helper killed, a frozen VM, containerd
 //! restarted under a running task.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -129,4 +130,64 @@ pub(super) fn task_survives_a_containerd_restart(env: &Env) -> Result<(), String
         .ctr()
         .args(["task", "kill", "-s", "KILL", &task.id]))?)?;
     wait_status(env, &task.id, "STOPPED")
+}
+
+/// A shim daemon that no containerd calls (its `start` caller went away)
+/// exits by itself after `timeouts.unclaimed_secs` and removes its socket;
+/// one that gets SIGTERM ends at once the same way.
+pub(super) fn unclaimed_shim_exits_by_itself(env: &Env) -> Result<(), String> {
+    let config = env.path("unclaimed.toml");
+    let text = env
+        .good_config()
+        .replace("unclaimed_secs = 30", "unclaimed_secs = 3");
+    if !text.contains("unclaimed_secs = 3") {
+        return Err("test bug: unclaimed_secs not in the configuration".into());
+    }
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let bundle = env.path("unclaimed-bundle");
+    std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+    for (name, terminate) in [("unclaimed", false), ("terminated", true)] {
+        let id = env.unique(name);
+        let o = run(Command::new("containerd-shim-hull-v2")
+            .current_dir(&bundle)
+            .args(["-namespace", "hull-e2e", "-id", &id, "-address"])
+            .arg(&env.sock)
+            .arg("start")
+            .env("HULL_CONFIG", &config)
+            .env("TTRPC_ADDRESS", format!("{}.ttrpc", env.sock.display())))?;
+        expect_success(&o)?;
+        let address = stdout(&o);
+        let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
+        let daemon = Env::processes_with(&format!("-id {id} "))
+            .into_iter()
+            .find(|p| p.contains("-socket"))
+            .and_then(|p| p.split_whitespace().next().map(str::to_string))
+            .ok_or(format!("no daemon for {address}"))?;
+        if !socket.exists() {
+            return Err(format!("{name}: no socket at {}", socket.display()));
+        }
+        let started = Instant::now();
+        if terminate {
+            run(Command::new("kill").args(["-TERM", &daemon]))?;
+        } else {
+            std::thread::sleep(Duration::from_secs(1));
+            if !Path::new(&format!("/proc/{daemon}")).exists() {
+                return Err("the daemon exited before its wait was over".into());
+            }
+        }
+        while Path::new(&format!("/proc/{daemon}")).exists() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{name}: the daemon {daemon} is still running"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if socket.exists() {
+            return Err(format!("{name}: its socket {} is left", socket.display()));
+        }
+        println!(
+            "    {name}: gone after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }

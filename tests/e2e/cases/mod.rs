@@ -18,125 +18,205 @@ use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
 
-pub const ALL: &[(&str, Case)] = &[
-    ("runs_in_its_own_vm", runs_in_its_own_vm),
-    ("agent_api_answers_in_the_vm", agent_api_answers_in_the_vm),
+/// Which containerd versions a case runs against: the ctr and CRI cases
+/// against every one the suite starts, the rest (the guest, the shim's own
+/// failures, attacks) against the first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Every,
+    First,
+}
+
+pub const ALL: &[(&str, Case, Scope)] = &[
+    ("runs_in_its_own_vm", runs_in_its_own_vm, Scope::Every),
+    (
+        "agent_api_answers_in_the_vm",
+        agent_api_answers_in_the_vm,
+        Scope::First,
+    ),
     (
         "debug_console_only_when_enabled",
         debug_console_only_when_enabled,
+        Scope::First,
     ),
-    ("exit_code_propagates", exit_code_propagates),
+    ("exit_code_propagates", exit_code_propagates, Scope::Every),
     (
         "stdout_and_stderr_are_separate",
         stdout_and_stderr_are_separate,
+        Scope::Every,
     ),
-    ("stdin_reaches_the_container", stdin_reaches_the_container),
+    (
+        "stdin_reaches_the_container",
+        stdin_reaches_the_container,
+        Scope::Every,
+    ),
     (
         "large_binary_output_is_byte_exact",
         large_binary_output_is_byte_exact,
+        Scope::First,
     ),
-    ("terminal_is_a_real_tty", terminal_is_a_real_tty),
-    ("kill_delivers_signals", kill_delivers_signals),
+    (
+        "terminal_is_a_real_tty",
+        terminal_is_a_real_tty,
+        Scope::Every,
+    ),
+    ("kill_delivers_signals", kill_delivers_signals, Scope::Every),
     (
         "two_containers_run_in_two_vms",
         two_containers_run_in_two_vms,
+        Scope::First,
     ),
     (
         "exec_joins_the_running_container",
         exec_joins_the_running_container,
+        Scope::Every,
     ),
-    ("exec_with_a_terminal", exec_with_a_terminal),
+    ("exec_with_a_terminal", exec_with_a_terminal, Scope::Every),
     (
         "pause_freezes_and_resume_thaws",
         pause_freezes_and_resume_thaws,
+        Scope::Every,
     ),
     (
         "metrics_come_from_the_guest_cgroup",
         metrics_come_from_the_guest_cgroup,
+        Scope::Every,
     ),
-    ("oom_kill_is_published", oom_kill_is_published),
+    ("oom_kill_is_published", oom_kill_is_published, Scope::Every),
     (
         "pids_and_kill_all_reach_every_process",
         pids_and_kill_all_reach_every_process,
+        Scope::Every,
     ),
     (
         "task_errors_carry_the_right_code",
         task_errors_carry_the_right_code,
+        Scope::Every,
     ),
     (
         "task_survives_a_containerd_restart",
         task_survives_a_containerd_restart,
+        Scope::Every,
     ),
     (
         "runtime_config_path_chooses_the_configuration",
         runtime_config_path_chooses_the_configuration,
+        Scope::Every,
     ),
-    ("hung_guest_is_declared_dead", hung_guest_is_declared_dead),
+    (
+        "hung_guest_is_declared_dead",
+        hung_guest_is_declared_dead,
+        Scope::First,
+    ),
     (
         "seccomp_profiles_confine_the_container",
         seccomp_profiles_confine_the_container,
+        Scope::First,
     ),
     (
         "device_rules_hold_in_the_guest",
         device_rules_hold_in_the_guest,
+        Scope::First,
     ),
     (
         "volumes_are_shared_read_only_where_asked",
         volumes_are_shared_read_only_where_asked,
+        Scope::Every,
     ),
     (
         "annotations_change_only_allowlisted_keys",
         annotations_change_only_allowlisted_keys,
+        Scope::First,
     ),
-    ("pod_containers_share_one_vm", pod_containers_share_one_vm),
-    ("cri_pod_runs_in_one_vm", cri_pod_runs_in_one_vm),
+    (
+        "pod_containers_share_one_vm",
+        pod_containers_share_one_vm,
+        Scope::Every,
+    ),
+    (
+        "cri_pod_runs_in_one_vm",
+        cri_pod_runs_in_one_vm,
+        Scope::Every,
+    ),
     (
         "cri_host_network_pod_is_refused",
         cri_host_network_pod_is_refused,
+        Scope::Every,
     ),
     (
         "pod_network_reaches_the_vm_both_ways",
         pod_network_reaches_the_vm_both_ways,
+        Scope::Every,
     ),
-    ("hooks_are_refused_by_name", hooks_are_refused_by_name),
-    ("missing_kernel_is_named", missing_kernel_is_named),
-    ("missing_helper_is_named", missing_helper_is_named),
+    (
+        "hooks_are_refused_by_name",
+        hooks_are_refused_by_name,
+        Scope::First,
+    ),
+    (
+        "missing_kernel_is_named",
+        missing_kernel_is_named,
+        Scope::First,
+    ),
+    (
+        "missing_helper_is_named",
+        missing_helper_is_named,
+        Scope::First,
+    ),
     (
         "kernel_vsock_transport_runs_or_names_the_device",
         kernel_vsock_transport_runs_or_names_the_device,
+        Scope::First,
     ),
-    ("bad_command_fails_cleanly", bad_command_fails_cleanly),
+    (
+        "bad_command_fails_cleanly",
+        bad_command_fails_cleanly,
+        Scope::Every,
+    ),
     (
         "dead_vm_or_helper_ends_the_task",
         dead_vm_or_helper_ends_the_task,
+        Scope::First,
     ),
     (
         "dead_shim_leaves_nothing_behind",
         dead_shim_leaves_nothing_behind,
+        Scope::Every,
     ),
     (
         "planted_symlinks_do_not_redirect_the_share",
         planted_symlinks_do_not_redirect_the_share,
+        Scope::First,
     ),
     (
         "planted_symlinks_do_not_redirect_teardown",
         planted_symlinks_do_not_redirect_teardown,
+        Scope::First,
     ),
     (
         "guest_setuid_files_and_devices_stay_inert",
         guest_setuid_files_and_devices_stay_inert,
+        Scope::First,
     ),
     (
         "console_flood_stays_within_its_cap",
         console_flood_stays_within_its_cap,
+        Scope::First,
     ),
     (
         "frozen_qemu_does_not_hold_delete",
         frozen_qemu_does_not_hold_delete,
+        Scope::First,
     ),
     (
         "containers_cannot_reach_the_host_over_vsock",
         containers_cannot_reach_the_host_over_vsock,
+        Scope::First,
+    ),
+    (
+        "unclaimed_shim_exits_by_itself",
+        unclaimed_shim_exits_by_itself,
+        Scope::Every,
     ),
 ];
 
