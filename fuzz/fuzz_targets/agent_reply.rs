@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = parse::<agent::OOMEvent>(body).map(|e| e.container_id.len());
         }
         3 => {
-            let _ = parse::<health::CheckResponse>(body);
+            let _ = parse::<health::HealthCheckResponse>(body);
         }
         4 => {
             let _ = parse::<agent::ReadStreamResponse>(body);
