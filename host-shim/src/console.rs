@@ -136,15 +136,6 @@ pub fn socket_path(vm_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn peak_rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    }
-
     /// A guest writing 1 GiB to its console, through the socket QEMU
     /// would use: the files stay at their cap and the shim's memory does
     /// not grow with the flood.
@@ -155,7 +146,7 @@ mod tests {
         let socket = socket_path(tmp.path());
         let listener = UnixListener::bind(&socket).unwrap();
         let log = slog::Logger::root(slog::Discard, slog::o!());
-        let before = peak_rss_kib();
+        let before = crate::test_util::peak_rss_kib();
         let follower = follow(listener, tmp.path(), log);
         let mut qemu = tokio::net::UnixStream::connect(&socket).await.unwrap();
         let block = vec![b'x'; 1 << 20];
@@ -167,7 +158,7 @@ mod tests {
         let size = |n: &str| std::fs::metadata(tmp.path().join(n)).unwrap().len();
         assert_eq!(size(LOG), CONSOLE_CAP, "1 GiB is a whole number of caps");
         assert_eq!(size(ROTATED), CONSOLE_CAP);
-        let grown = peak_rss_kib().saturating_sub(before);
+        let grown = crate::test_util::peak_rss_kib().saturating_sub(before);
         assert!(grown < 64 << 10, "peak RSS grew by {grown} KiB");
     }
 

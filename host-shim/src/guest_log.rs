@@ -129,21 +129,11 @@ async fn skip_rest_of_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Resu
 mod tests {
     use super::*;
 
-    /// The peak resident memory of this process, in KiB.
-    fn peak_rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    }
-
     /// 1 GiB without a newline from a hostile guest: one cut line is
     /// logged and the shim's memory does not grow with it.
     #[tokio::test]
     async fn a_gigabyte_without_newline_costs_no_memory() {
-        let before = peak_rss_kib();
+        let before = crate::test_util::peak_rss_kib();
         let flood = tokio::io::repeat(b'x').take(1 << 30);
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let log = slog::Logger::root(
@@ -165,7 +155,7 @@ mod tests {
         );
         assert!(lines[0].ends_with(" true") && lines[0].len() <= MAX_LINE + 5);
         assert_eq!(lines[1], "last false");
-        let grown = peak_rss_kib().saturating_sub(before);
+        let grown = crate::test_util::peak_rss_kib().saturating_sub(before);
         assert!(grown < 64 << 10, "peak RSS grew by {grown} KiB");
     }
 

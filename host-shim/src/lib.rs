@@ -32,6 +32,16 @@ pub const RUNTIME_ID: &str = "io.containerd.hull.v2";
 pub(crate) mod test_util {
     use std::collections::HashMap;
 
+    /// The peak resident memory of this process, in KiB.
+    pub fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    }
+
     /// Annotations (or any string map) from pairs.
     pub fn string_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -3,9 +3,6 @@
 //! stdio paths and raw vsock (with CopyFile placing the helper), and
 //! containers created directly in the running sandbox.
 
-use std::os::unix::process::CommandExt;
-use std::time::Duration;
-
 use super::{expect_success, stdout, Detached};
 use crate::env::{run, Env};
 
@@ -99,45 +96,12 @@ pub(super) fn debug_console_only_when_enabled(env: &Env) -> Result<(), String> {
     }
     drop(task);
 
-    let alt = env.path("debug-console.toml");
-    let debug = env
-        .good_config()
-        .replace("initrd.img", "initrd-debug.img")
-        .replace(
-            "kernel_params = \"\"",
-            "kernel_params = \"hull.debug_console=on\"",
-        );
-    if !debug.contains("initrd-debug.img") || !debug.contains("hull.debug_console=on") {
-        return Err("test bug: initrd or kernel_params not in the configuration".into());
-    }
-    std::fs::write(&alt, &debug).map_err(|e| e.to_string())?;
-    let option = ["--runtime-config-path", alt.to_str().unwrap_or_default()];
+    let config = super::hostile::attacker_config(env, "debug-console")?;
+    let option = ["--runtime-config-path", config.to_str().unwrap_or_default()];
     let task = Detached::start_with(env, "console", &option, &["sleep", "1000"])?;
-    let sock = env.state_dir.join(&task.id).join("vsock.sock");
-    let mut child = std::process::Command::new("hull-agentctl")
-        .arg("--vm-socket")
-        .arg(&sock)
-        .arg("console")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        stdin
-            .write_all(b"echo guest-$((40+2)); cat /proc/1/comm\n")
-            .map_err(|e| e.to_string())?;
-    }
-    let o = crate::env::finish(child, Duration::from_secs(60))?;
-    let out = stdout(&o);
+    let out = super::hostile::guest_root(env, &task.id, "echo guest-$((40+2)); cat /proc/1/comm")?;
     if !out.contains("guest-42") || !out.contains("init") {
-        return Err(format!(
-            "debug console output: {out:?} {}",
-            String::from_utf8_lossy(&o.stderr)
-        ));
+        return Err(format!("debug console output: {out:?}"));
     }
     Ok(())
 }
