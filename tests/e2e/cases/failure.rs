@@ -134,8 +134,9 @@ pub(super) fn task_survives_a_containerd_restart(env: &Env) -> Result<(), String
 
 /// A shim daemon that no containerd calls (its `start` caller went away)
 /// exits by itself after `timeouts.unclaimed_secs` and removes its socket;
-/// one that gets SIGTERM ends at once the same way.
-pub(super) fn unclaimed_shim_exits_by_itself(env: &Env) -> Result<(), String> {
+/// one that gets SIGTERM ends at once the same way; a `start` whose daemon
+/// cannot listen fails and leaves no process.
+pub(super) fn shim_daemons_never_linger(env: &Env) -> Result<(), String> {
     let config = env.path("unclaimed.toml");
     let text = env
         .good_config()
@@ -188,6 +189,43 @@ pub(super) fn unclaimed_shim_exits_by_itself(env: &Env) -> Result<(), String> {
             "    {name}: gone after {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        if terminate {
+            failed_start_leaves_nothing(env, &config, &bundle, &id, &socket)?;
+        }
     }
+    Ok(())
+}
+
+/// `start` again for `id`, with a directory where its socket goes: the
+/// daemon cannot listen, so `start` fails, and no process is left.
+fn failed_start_leaves_nothing(
+    env: &Env,
+    config: &Path,
+    bundle: &Path,
+    id: &str,
+    socket: &Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(socket).map_err(|e| e.to_string())?;
+    let o = run(Command::new("containerd-shim-hull-v2")
+        .current_dir(bundle)
+        .args(["-namespace", "hull-e2e", "-id", id, "-address"])
+        .arg(&env.sock)
+        .arg("start")
+        .env("HULL_CONFIG", config)
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", env.sock.display())));
+    let left = Env::processes_with(&format!("-id {id} "));
+    let _ = std::fs::remove_dir(socket);
+    let o = o?;
+    if o.status.success() || !left.is_empty() {
+        return Err(format!(
+            "a start that cannot listen: {:?} {}, left {left:?}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    println!(
+        "    failed start: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
     Ok(())
 }

@@ -214,8 +214,8 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::First,
     ),
     (
-        "unclaimed_shim_exits_by_itself",
-        unclaimed_shim_exits_by_itself,
+        "shim_daemons_never_linger",
+        shim_daemons_never_linger,
         Scope::Every,
     ),
 ];
