@@ -5,7 +5,7 @@
 //! the cap on disk and one copy buffer in memory; the shim only ever reads
 //! the last [`TAIL_BYTES`] of it.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
@@ -107,23 +107,15 @@ pub fn tail(vm_dir: &Path, lines: usize) -> String {
 /// end of `console.log.1` when the current file is shorter.
 pub fn last_bytes(vm_dir: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let dir = HostDir::open(vm_dir).map_err(std::io::Error::other)?;
-    let current = read_end(&dir, Path::new(LOG), max)?;
+    let current = dir.read_tail(Path::new(LOG), max)?;
     let missing = max.saturating_sub(current.len() as u64);
     let mut out = if missing > 0 {
-        read_end(&dir, Path::new(ROTATED), missing).unwrap_or_default()
+        dir.read_tail(Path::new(ROTATED), missing)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
     out.extend(current);
-    Ok(out)
-}
-
-fn read_end(dir: &HostDir, name: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = dir.open_file(name).map_err(std::io::Error::other)?;
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
-    let mut out = Vec::new();
-    f.take(max).read_to_end(&mut out)?;
     Ok(out)
 }
 

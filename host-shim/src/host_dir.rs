@@ -182,6 +182,18 @@ impl HostDir {
             .into())
     }
 
+    /// The last `max` bytes of the regular file `name` here: never more,
+    /// however large a guest or helper made it.
+    pub fn read_tail(&self, name: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = self.open_file(name).map_err(std::io::Error::other)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+        let mut out = Vec::new();
+        f.take(max).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
     /// Renames `from` to `to`, both directly in this directory.
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         for name in [from, to] {

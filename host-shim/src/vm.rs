@@ -90,8 +90,13 @@ impl VmPaths {
     }
 
     pub fn helper_log(&self, helper: &str) -> PathBuf {
-        self.dir.join(format!("{helper}.log"))
+        self.dir.join(helper_log_name(helper))
     }
+}
+
+/// A helper's log file, in the VM directory.
+fn helper_log_name(helper: &str) -> String {
+    format!("{helper}.log")
 }
 
 /// The longest socket file name in a VM directory.
@@ -221,12 +226,14 @@ impl Vm {
         while !path.exists() {
             if let Some(c) = self.children.iter().find(|c| c.name == name) {
                 if let Some(status) = c.exited.borrow().clone() {
-                    let log =
-                        std::fs::read_to_string(self.paths.helper_log(name)).unwrap_or_default();
+                    let log = crate::host_dir::HostDir::open(&self.paths.dir)
+                        .ok()
+                        .and_then(|d| d.read_tail(Path::new(&helper_log_name(name)), 2000).ok())
+                        .unwrap_or_default();
                     return Err(VmError::DiedEarly {
                         helper: name,
                         status,
-                        log: tail(&log, 2000),
+                        log: String::from_utf8_lossy(&log).trim().to_string(),
                     });
                 }
             }
@@ -492,11 +499,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.stop_followers();
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let start = s.len().saturating_sub(n);
-    s.get(start..).unwrap_or(s).trim().to_string()
 }
 
 /// The first descriptor number a spawned process gets passed fds at.
