@@ -55,14 +55,14 @@ test: lint unit fuzz-smoke rpc conformance e2e
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer, stable toolchain) of what
 # the host parses from the guest: FUZZ_SECONDS per target; the seeds in
 # fuzz/seeds, the corpus grown in build/fuzz. `fuzz-smoke` is make test's
-# short run.
+# short run (a faster-built debug build with overflow checks).
 FUZZ_TARGETS := agent_reply guest_log vsock_reply console_text start_stdin
 FUZZ_SECONDS ?= 300
 fuzz:
 	bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-smoke:
-	bash scripts/fuzz.sh 10 $(FUZZ_TARGETS)
+	FUZZ_PROFILE=dev bash scripts/fuzz.sh 10 $(FUZZ_TARGETS)
 
 bench: install bench-jail
 	bash scripts/bench.sh
