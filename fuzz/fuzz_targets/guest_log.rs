@@ -5,15 +5,7 @@
 use hull_shim::guest_log::{copy_lines, RateLimit};
 use libfuzzer_sys::fuzz_target;
 
-thread_local! {
-    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a tokio runtime");
-}
-
 fuzz_target!(|data: &[u8]| {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    RUNTIME.with(|rt| {
-        rt.block_on(copy_lines(data, &log, &mut RateLimit::new(200.0, 1000.0)));
-    });
+    hull_fuzz::block_on(copy_lines(data, &log, &mut RateLimit::new(200.0, 1000.0)));
 });

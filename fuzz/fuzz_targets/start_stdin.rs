@@ -8,7 +8,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let form = StartForm::of(data, "c1", "default");
     let _ = form.answer("unix:///run/containerd/s/x");
-    let _ = hull_shim::options::config_path(
-        protobuf::Message::parse_from_bytes(data).ok().as_ref(),
-    );
+    let _ =
+        hull_shim::options::config_path(protobuf::Message::parse_from_bytes(data).ok().as_ref());
 });

@@ -5,22 +5,14 @@
 
 use libfuzzer_sys::fuzz_target;
 
-thread_local! {
-    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a tokio runtime");
-}
-
 fuzz_target!(|data: &[u8]| {
-    RUNTIME.with(|rt| {
-        rt.block_on(async {
-            for max in [64, protocols::stream::MAX_HEADER_LEN] {
-                let mut input = data;
-                if let Ok(line) = hull_shim::vsock::read_line(&mut input, max).await {
-                    // Each byte becomes at most one char (U+FFFD when invalid).
-                    assert!(line.chars().count() <= max, "a line longer than its limit");
-                }
+    hull_fuzz::block_on(async {
+        for max in [64, protocols::stream::MAX_HEADER_LEN] {
+            let mut input = data;
+            if let Ok(line) = hull_shim::vsock::read_line(&mut input, max).await {
+                // Each byte becomes at most one char (U+FFFD when invalid).
+                assert!(line.chars().count() <= max, "a line longer than its limit");
             }
-        })
+        }
     });
 });
