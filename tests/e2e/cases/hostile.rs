@@ -61,6 +61,19 @@ pub(super) fn guest_root(env: &Env, vm_id: &str, script: &str) -> Result<String,
     Ok(out)
 }
 
+/// Prints what the guest's attack script was refused (its first two
+/// refusals), so the suite's output shows the attack met the defence.
+fn show_guest(out: &str) {
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Read-only file system") || l.contains("not permitted"))
+        .take(2)
+        .collect();
+    for line in refused {
+        println!("    guest: {}", line.trim_start_matches("/ # "));
+    }
+}
+
 /// The host's mount points, outside what the suite's own tasks mount.
 fn host_mount_points(env: &Env) -> Vec<String> {
     let ours = [
@@ -161,10 +174,7 @@ pub(super) fn planted_symlinks_do_not_redirect_the_share(env: &Env) -> Result<()
         plant(&dir_app, &dir)
     );
     let planted = guest_root(env, &pod.id, &script)?;
-    println!(
-        "    guest: {}",
-        planted.trim().replace('\n', "\n    guest: ")
-    );
+    show_guest(&planted);
 
     let file_mount = format!(
         "type=bind,src={},dst=/data/f,options=rbind:rw",
@@ -251,10 +261,7 @@ fn teardown_attack(env: &Env, config: &Path, canary_mount: &Path) -> Result<(), 
     }
     script.push_str("ln -s / /run/hull/shared/root-link; ls /run/hull/shared");
     let planted = guest_root(env, &pod.id, &script)?;
-    println!(
-        "    guest: {}",
-        planted.trim().replace('\n', "\n    guest: ")
-    );
+    show_guest(&planted);
     drop(member);
     check_dir_kept(&victim)?;
     check_dir_kept(canary_mount)?;
