@@ -24,10 +24,6 @@ pub enum ConnectError {
 
 const CONSOLE_TAIL_LINES: usize = 20;
 
-fn console_tail(vm_dir: &Path, lines: usize) -> String {
-    crate::console::tail(vm_dir, lines)
-}
-
 /// Accepts connections on the readiness socket until one carries the
 /// agent's `READY` line (anything else is ignored). Without one (kernel
 /// vsock), connecting is simply retried.
@@ -77,7 +73,7 @@ impl AgentClient {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last: "the agent never announced that it was serving".into(),
-                    console: console_tail(vm_dir, CONSOLE_TAIL_LINES),
+                    console: crate::console::tail(vm_dir, CONSOLE_TAIL_LINES),
                 });
             },
             why = vm_died.wait_for(|d| d.is_some()) => {
@@ -94,7 +90,7 @@ impl AgentClient {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last,
-                    console: console_tail(vm_dir, CONSOLE_TAIL_LINES),
+                    console: crate::console::tail(vm_dir, CONSOLE_TAIL_LINES),
                 });
             }
             // Each attempt is bounded: a vsock device that never answers the

@@ -98,6 +98,30 @@ impl HostDir {
 
     /// Opens `rel` below this directory with `flags`.
     fn resolve(&self, rel: &Path, flags: OFlags, extra: ResolveFlags) -> Result<OwnedFd> {
+        self.open_beneath("open", rel, flags, Mode::empty(), extra)
+    }
+
+    /// Opens `rel` below this directory with `flags`, creating it (mode
+    /// 0600) when it is absent.
+    fn create_beneath(&self, rel: &Path, flags: OFlags) -> Result<OwnedFd> {
+        let mode = Mode::from_raw_mode(0o600);
+        self.open_beneath(
+            "create",
+            rel,
+            flags | OFlags::CREATE,
+            mode,
+            ResolveFlags::empty(),
+        )
+    }
+
+    fn open_beneath(
+        &self,
+        op: &'static str,
+        rel: &Path,
+        flags: OFlags,
+        mode: Mode,
+        extra: ResolveFlags,
+    ) -> Result<OwnedFd> {
         check_relative(rel).map_err(|reason| HostDirError::Refused {
             path: self.shown(rel),
             reason,
@@ -106,10 +130,10 @@ impl HostDir {
             &self.fd,
             rel,
             flags | OFlags::CLOEXEC,
-            Mode::empty(),
+            mode,
             BENEATH | extra,
         )
-        .map_err(io("open", &self.shown(rel)))
+        .map_err(io(op, &self.shown(rel)))
     }
 
     /// The existing directory `rel` below this one.
@@ -149,9 +173,7 @@ impl HostDir {
     /// Creates the empty regular file `name` here (mode 0600) unless it
     /// exists as one.
     fn make_file(&self, name: &Path) -> Result<()> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat2(&self.fd, name, flags, Mode::from_raw_mode(0o600), BENEATH)
-            .map_err(io("create", &self.shown(name)))?;
+        let fd = self.create_beneath(name, OFlags::WRONLY | OFlags::NOFOLLOW)?;
         let stat = rustix::fs::fstat(&fd).map_err(io("stat", &self.shown(name)))?;
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(HostDirError::Refused {
@@ -165,14 +187,9 @@ impl HostDir {
     /// Creates (or truncates) the regular file `name` here, mode 0600,
     /// for writing.
     pub fn create_file(&self, name: &Path) -> Result<std::fs::File> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
-        check_relative(name).map_err(|reason| HostDirError::Refused {
-            path: self.shown(name),
-            reason,
-        })?;
-        let fd = rustix::fs::openat2(&self.fd, name, flags, Mode::from_raw_mode(0o600), BENEATH)
-            .map_err(io("create", &self.shown(name)))?;
-        Ok(fd.into())
+        Ok(self
+            .create_beneath(name, OFlags::WRONLY | OFlags::TRUNC)?
+            .into())
     }
 
     /// Opens the regular file `name` here for reading.

@@ -4,7 +4,6 @@
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::Flags;
 use protobuf::{Message, MessageField};
-use std::io::Write;
 
 use super::LaunchError;
 
@@ -20,8 +19,5 @@ pub async fn run(flags: &Flags) -> Result<(), LaunchError> {
         exited_at: MessageField::some(crate::task::now()),
         ..Default::default()
     };
-    let mut out = std::io::stdout();
-    out.write_all(&response.write_to_bytes()?)
-        .and_then(|()| out.flush())
-        .map_err(LaunchError::io("write the delete response"))
+    super::answer(&response.write_to_bytes()?, "the delete response")
 }

@@ -2,7 +2,6 @@
 
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use protobuf::{Message, MessageField};
-use std::io::Write;
 
 use super::LaunchError;
 
@@ -28,8 +27,5 @@ pub fn write_runtime_info() -> Result<(), LaunchError> {
         }),
         ..Default::default()
     };
-    let mut out = std::io::stdout();
-    out.write_all(&info.write_to_bytes()?)
-        .and_then(|()| out.flush())
-        .map_err(LaunchError::io("write the runtime info"))
+    super::answer(&info.write_to_bytes()?, "the runtime info")
 }

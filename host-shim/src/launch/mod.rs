@@ -68,6 +68,16 @@ fn read_stdin() -> Result<Vec<u8>, LaunchError> {
     Ok(data)
 }
 
+/// Writes `bytes` (`what`, for the error) to stdout, where containerd
+/// reads each invocation's answer.
+fn answer(bytes: &[u8], what: &str) -> Result<(), LaunchError> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(LaunchError::io(format!("write {what}")))
+}
+
 /// Runs the invocation the command line names; the process's exit code.
 pub async fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

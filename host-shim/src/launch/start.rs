@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use containerd_shim::Flags;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::{LaunchError, StartForm};
 use crate::pod::Role;
@@ -44,13 +44,7 @@ pub async fn run(flags: &Flags) -> Result<(), LaunchError> {
     // restart.
     std::fs::write(bundle.join("address"), &address)
         .map_err(LaunchError::io("write the shim address into the bundle"))?;
-    let mut out = tokio::io::stdout();
-    out.write_all(&form.answer(&address)?)
-        .await
-        .map_err(LaunchError::io("write the answer"))?;
-    out.flush()
-        .await
-        .map_err(LaunchError::io("write the answer"))
+    super::answer(&form.answer(&address)?, "the address")
 }
 
 /// The socket's path in a `unix://` address.
