@@ -6,9 +6,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
+use protocols::netlink::{address_of, format_mac, interface, link_mac, link_name};
 use protocols::types;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -254,31 +254,7 @@ impl Network {
             .try_collect()
             .await
             .map_err(netlink("list addresses"))?;
-        let addresses = addrs
-            .iter()
-            .filter_map(|a| {
-                a.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Address(ip) => Some(ip_address(*ip, a.header.prefix_len)),
-                    _ => None,
-                })
-            })
-            .collect();
-        Ok(types::Interface {
-            device: link_name(l),
-            name: link_name(l),
-            IPAddresses: addresses,
-            mtu: l
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::Mtu(m) => Some(u64::from(*m)),
-                    _ => None,
-                })
-                .unwrap_or(0),
-            hwAddr: link_mac(l).map(|m| format_mac(&m)).unwrap_or_default(),
-            raw_flags: l.header.flags.bits(),
-            ..Default::default()
-        })
+        Ok(interface(l, addrs.iter().filter_map(address_of).collect()))
     }
 
     async fn route_message(&self, r: &types::Route) -> Result<RouteMessage, NetError> {
@@ -367,42 +343,11 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn link_name(l: &LinkMessage) -> String {
-    l.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn link_mac(l: &LinkMessage) -> Option<Vec<u8>> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => Some(m.clone()),
-        _ => None,
-    })
-}
-
 /// Whether an interface is up.
 #[cfg(test)]
 fn is_up(i: &types::Interface) -> bool {
     use rtnetlink::packet_route::link::LinkFlags;
     LinkFlags::from_bits_retain(i.raw_flags).contains(LinkFlags::Up)
-}
-
-fn ip_address(ip: IpAddr, prefix: u8) -> types::IPAddress {
-    types::IPAddress {
-        family: if ip.is_ipv4() {
-            types::IPFamily::v4
-        } else {
-            types::IPFamily::v6
-        }
-        .into(),
-        address: ip.to_string(),
-        mask: prefix.to_string(),
-        ..Default::default()
-    }
 }
 
 fn parse_address(a: &types::IPAddress) -> Result<(IpAddr, u8), NetError> {
@@ -451,13 +396,6 @@ fn parse_mac(s: &str) -> Result<Vec<u8>, NetError> {
     bytes
         .filter(|b| b.len() == 6)
         .ok_or_else(|| invalid("hwAddr", format!("{s:?} is not a MAC address")))
-}
-
-fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

@@ -5,17 +5,30 @@
 //! virtio-net NIC with the interface's MAC address. The guest then gets the
 //! interface's addresses and the namespace's routes through the agent.
 //!
-//! The namespace is inspected and shaped with iproute2 (`ip`, `tc`) run
-//! inside it; the tap is opened from a thread that entered it.
+//! All of it is done over rtnetlink from a thread of its own that entered
+//! the namespace (no other thread of the shim changes namespace); the taps
+//! it opens stay valid outside it.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::TryStreamExt;
+use protocols::netlink::{address_of, format_mac, interface, link_name};
 use protocols::types;
-use serde::Deserialize;
+use rtnetlink::packet_route::link::{LinkLayerType, LinkMessage};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -25,8 +38,12 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pod network: `{command}` failed: {stderr}")]
-    Command { command: String, stderr: String },
+    #[error("pod network: {op}: {source}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
     #[error("pod network: tap {tap}: {op}: {source}")]
     Tap {
         tap: String,
@@ -34,8 +51,6 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pod network: unreadable `ip` output: {0}")]
-    Parse(String),
 }
 
 /// One CNI interface and the tap that carries it into the VM.
@@ -59,90 +74,47 @@ pub struct PodNetwork {
 }
 
 /// However a pod network ends (torn down, or dropped on an error path while
-/// being built or booted), its tc rules go.
+/// being booted), its tc rules go.
 impl Drop for PodNetwork {
     fn drop(&mut self) {
         self.detach();
     }
 }
 
-#[derive(Deserialize)]
-struct IpLink {
-    ifname: String,
-    #[serde(default)]
-    mtu: u64,
-    #[serde(default)]
-    link_type: String,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    addr_info: Vec<IpAddrInfo>,
-}
-
-#[derive(Deserialize)]
-struct IpAddrInfo {
-    family: String,
-    local: String,
-    prefixlen: u8,
-    #[serde(default)]
-    scope: String,
-}
-
-#[derive(Deserialize)]
-struct IpNeighbor {
-    dst: String,
-    dev: String,
-    #[serde(default)]
-    lladdr: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct IpRoute {
-    dst: String,
-    #[serde(default)]
-    gateway: Option<String>,
-    #[serde(default)]
-    dev: Option<String>,
-    #[serde(default)]
-    prefsrc: Option<String>,
-    #[serde(default)]
-    scope: Option<String>,
+fn netlink(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let op = op.into();
+    move |source| NetworkError::Netlink { op, source }
 }
 
 impl PodNetwork {
     /// Wires every non-loopback interface of `netns` to a new tap. Undone
     /// (tc rules removed, taps closed) if any step fails.
     pub fn attach(netns: &Path) -> Result<PodNetwork, NetworkError> {
-        let links: Vec<IpLink> = parse(&run_in(netns, "ip", &["-j", "addr", "show"])?)?;
-        let mut net = PodNetwork {
+        let net = in_namespace(netns, |h| async move {
+            let links = ether_links(&h).await?;
+            let mut endpoints = Vec::new();
+            for link in &links {
+                let tap = format!("tap{}_hull", endpoints.len());
+                match wire(&h, link, &tap).await {
+                    Ok(endpoint) => endpoints.push(endpoint),
+                    Err(e) => {
+                        unwire(&h, &endpoints).await;
+                        return Err(e);
+                    }
+                }
+            }
+            let names = link_names(&h).await?;
+            let routes = routes(&h, &names).await?;
+            let neighbors = neighbors(&h, &names).await?;
+            Ok((endpoints, routes, neighbors))
+        })?;
+        Ok(PodNetwork {
             netns: netns.to_path_buf(),
-            endpoints: Vec::new(),
-            routes: Vec::new(),
-            neighbors: Vec::new(),
+            endpoints: net.0,
+            routes: net.1,
+            neighbors: net.2,
             detached: AtomicBool::new(false),
-        };
-        for link in links.iter().filter(|l| l.link_type == "ether") {
-            let tap = format!("tap{}_hull", net.endpoints.len());
-            let tap_fd = open_tap(netns, &tap)?;
-            net.endpoints.push(Endpoint {
-                interface: interface_of(link),
-                tap: tap.clone(),
-                tap_fd,
-            });
-            mirror(netns, &link.ifname, &tap, link.mtu)?;
-        }
-        for family in ["-4", "-6"] {
-            let routes: Vec<IpRoute> =
-                parse(&run_in(netns, "ip", &["-j", family, "route", "show"])?)?;
-            net.routes.extend(routes.iter().filter_map(route_of));
-        }
-        let neighbors: Vec<IpNeighbor> = parse(&run_in(
-            netns,
-            "ip",
-            &["-j", "neigh", "show", "nud", "permanent"],
-        )?)?;
-        net.neighbors = neighbors.iter().filter_map(neighbor_of).collect();
-        Ok(net)
+        })
     }
 
     /// Removes the tc rules from the CNI interfaces (once); the taps go with
@@ -151,87 +123,257 @@ impl PodNetwork {
         if self.detached.swap(true, Ordering::SeqCst) {
             return;
         }
-        for e in &self.endpoints {
-            let _ = run_in(
-                &self.netns,
-                "tc",
-                &["qdisc", "del", "dev", &e.interface.name, "ingress"],
-            );
-            let _ = run_in(
-                &self.netns,
-                "tc",
-                &["qdisc", "del", "dev", &e.tap, "ingress"],
-            );
+        let wired: Vec<(String, String)> = self
+            .endpoints
+            .iter()
+            .map(|e| (e.interface.name.clone(), e.tap.clone()))
+            .collect();
+        let _ = in_namespace(&self.netns, |h| async move {
+            for (iface, tap) in wired {
+                for name in [iface, tap] {
+                    if let Ok(index) = link_index(&h, &name).await {
+                        let _ = del_ingress(&h, index).await;
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `work` with an rtnetlink handle inside the network namespace at
+/// `netns`, on a thread of its own (with its own small runtime, so it can
+/// be called from a blocking task or from `Drop` alike).
+fn in_namespace<T, F, Fut>(netns: &Path, work: F) -> Result<T, NetworkError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, NetworkError>>,
+{
+    let path = netns.display().to_string();
+    let ns = File::open(netns).map_err(namespace_error(&path))?;
+    let thread_path = path.clone();
+    std::thread::spawn(move || -> Result<T, NetworkError> {
+        let ns_err = namespace_error(&thread_path);
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| ns_err(e.into()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(&ns_err)?;
+        runtime.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(&ns_err)?;
+            tokio::spawn(conn);
+            work(handle).await
+        })
+    })
+    .join()
+    .map_err(|_| namespace_error(&path)(std::io::Error::other("its thread panicked")))?
+}
+
+fn namespace_error(path: &str) -> impl Fn(std::io::Error) -> NetworkError + '_ {
+    move |source| NetworkError::Namespace {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The namespace's Ethernet links (the CNI interfaces), before any tap.
+async fn ether_links(h: &Handle) -> Result<Vec<types::Interface>, NetworkError> {
+    let links: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list links"))?;
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list addresses"))?;
+    Ok(links
+        .iter()
+        .filter(|l| l.header.link_layer_type == LinkLayerType::Ether)
+        .map(|l| {
+            let own = addrs
+                .iter()
+                .filter(|a| a.header.index == l.header.index)
+                // Link-local IPv6 addresses are the guest kernel's own business.
+                .filter(|a| a.header.scope != rtnetlink::packet_route::address::AddressScope::Link)
+                .filter_map(address_of)
+                .collect();
+            interface(l, own)
+        })
+        .collect())
+}
+
+/// Makes `tap`, brings it up with `iface`'s MTU and mirrors every frame
+/// between the two, both ways.
+async fn wire(h: &Handle, iface: &types::Interface, tap: &str) -> Result<Endpoint, NetworkError> {
+    let tap_fd = open_tap(tap)?;
+    let endpoint = Endpoint {
+        interface: iface.clone(),
+        tap: tap.to_string(),
+        tap_fd,
+    };
+    let iface_index = link_index(h, &iface.name).await?;
+    let tap_index = link_index(h, tap).await?;
+    let mtu = u32::try_from(iface.mtu).unwrap_or(1500);
+    h.link()
+        .set(LinkUnspec::new_with_index(tap_index).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(netlink(format!("set {tap} up")))?;
+    for (from, to) in [(iface_index, tap_index), (tap_index, iface_index)] {
+        let mirrored = mirror(h, from, to).await;
+        if mirrored.is_err() {
+            unwire(h, std::slice::from_ref(&endpoint)).await;
+        }
+        mirrored?;
+    }
+    Ok(endpoint)
+}
+
+/// `tc qdisc add dev FROM ingress` and a u32 match-all filter redirecting
+/// to TO's egress.
+async fn mirror(h: &Handle, from: u32, to: u32) -> Result<(), NetworkError> {
+    let from_index = i32::try_from(from).unwrap_or(i32::MAX);
+    h.qdisc()
+        .add(from_index)
+        .ingress()
+        .execute()
+        .await
+        .map_err(netlink(format!("ingress qdisc on link {from}")))?;
+    h.traffic_filter(from_index)
+        .add()
+        // The ingress qdisc's handle, `parent ffff:`.
+        .parent(0xffff_0000)
+        .protocol(u16::to_be(libc::ETH_P_ALL as u16))
+        .redirect(to)
+        .map_err(netlink("build the redirect"))?
+        .execute()
+        .await
+        .map_err(netlink(format!("redirect filter from link {from} to {to}")))
+}
+
+/// Removes the ingress qdiscs (and so their filters) of endpoints.
+async fn unwire(h: &Handle, endpoints: &[Endpoint]) {
+    for e in endpoints {
+        for name in [&e.interface.name, &e.tap] {
+            if let Ok(index) = link_index(h, name).await {
+                let _ = del_ingress(h, index).await;
+            }
         }
     }
 }
 
-/// Every frame arriving on `a` leaves through `b`, and the other way round.
-fn mirror(netns: &Path, iface: &str, tap: &str, mtu: u64) -> Result<(), NetworkError> {
-    let mtu = mtu.to_string();
-    run_in(netns, "ip", &["link", "set", tap, "mtu", &mtu, "up"])?;
-    for (from, to) in [(iface, tap), (tap, iface)] {
-        run_in(netns, "tc", &["qdisc", "add", "dev", from, "ingress"])?;
-        run_in(
-            netns,
-            "tc",
-            &[
-                "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
-                "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-            ],
-        )?;
-    }
-    Ok(())
+async fn del_ingress(h: &Handle, index: u32) -> Result<(), NetworkError> {
+    let mut del = h.qdisc().del(i32::try_from(index).unwrap_or(i32::MAX));
+    del.message_mut().header.parent = rtnetlink::packet_route::tc::TcHandle::INGRESS;
+    del.execute()
+        .await
+        .map_err(netlink(format!("remove the ingress qdisc of link {index}")))
 }
 
-fn interface_of(link: &IpLink) -> types::Interface {
-    let addresses = link
-        .addr_info
+async fn link_index(h: &Handle, name: &str) -> Result<u32, NetworkError> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(l.header.index),
+        Ok(None) => Err(NetworkError::Netlink {
+            op: format!("find link {name}"),
+            source: rtnetlink::Error::RequestFailed,
+        }),
+        Err(e) => Err(netlink(format!("find link {name}"))(e)),
+    }
+}
+
+async fn link_names(h: &Handle) -> Result<HashMap<u32, String>, NetworkError> {
+    let links: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list links"))?;
+    Ok(links
         .iter()
-        // Link-local IPv6 addresses are the guest kernel's own business.
-        .filter(|a| a.scope != "link")
-        .map(|a| types::IPAddress {
-            family: if a.family == "inet6" {
-                types::IPFamily::v6
-            } else {
-                types::IPFamily::v4
-            }
-            .into(),
-            address: a.local.clone(),
-            mask: a.prefixlen.to_string(),
-            ..Default::default()
-        })
-        .collect();
-    types::Interface {
-        device: link.ifname.clone(),
-        name: link.ifname.clone(),
-        IPAddresses: addresses,
-        mtu: link.mtu,
-        hwAddr: link.address.clone(),
-        ..Default::default()
+        .map(|l| (l.header.index, link_name(l)))
+        .collect())
+}
+
+/// The main table's unicast routes, both families, as `ip route` lists them.
+async fn routes(
+    h: &Handle,
+    names: &HashMap<u32, String>,
+) -> Result<Vec<types::Route>, NetworkError> {
+    let mut all: Vec<RouteMessage> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list IPv4 routes"))?;
+    let v6: Vec<RouteMessage> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list IPv6 routes"))?;
+    all.extend(v6);
+    Ok(all.iter().filter_map(|r| route_of(r, names)).collect())
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
     }
 }
 
-fn route_of(r: &IpRoute) -> Option<types::Route> {
-    // fe80::/64 and multicast routes come with the guest's own addresses.
-    if r.dst.starts_with("fe80:") || r.dst.starts_with("ff00:") || r.dst.starts_with("multicast") {
+fn route_of(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<types::Route> {
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let (mut dest, mut gateway, mut device, mut source) = (None, None, None, None);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dest = route_ip(d),
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Oif(i) => device = names.get(i).cloned(),
+            RouteAttribute::PrefSource(s) => source = route_ip(s),
+            _ => {}
+        }
+    }
+    let v6 = r.header.address_family == AddressFamily::Inet6;
+    let dest = dest.map(|d| format!("{d}/{}", r.header.destination_prefix_length));
+    // fe80::/64 comes with the guest's own link-local addresses.
+    if dest.as_deref().is_some_and(|d| d.starts_with("fe80:")) {
         return None;
     }
     Some(types::Route {
-        dest: if r.dst == "default" {
-            String::new()
-        } else {
-            r.dst.clone()
-        },
-        gateway: r.gateway.clone().unwrap_or_default(),
-        device: r.dev.clone().unwrap_or_default(),
-        source: r.prefsrc.clone().unwrap_or_default(),
-        scope: match r.scope.as_deref() {
-            Some("link") => 253,
-            Some("host") => 254,
+        dest: dest.unwrap_or_default(),
+        gateway: gateway.map(|g| g.to_string()).unwrap_or_default(),
+        device: device.unwrap_or_default(),
+        source: source.map(|s| s.to_string()).unwrap_or_default(),
+        scope: match r.header.scope {
+            RouteScope::Link => 253,
+            RouteScope::Host => 254,
             _ => 0,
         },
-        family: if r.dst.contains(':') || r.gateway.as_deref().unwrap_or("").contains(':') {
+        family: if v6 {
             types::IPFamily::v6
         } else {
             types::IPFamily::v4
@@ -241,169 +383,150 @@ fn route_of(r: &IpRoute) -> Option<types::Route> {
     })
 }
 
-fn neighbor_of(n: &IpNeighbor) -> Option<types::ARPNeighbor> {
+/// Static (permanent) neighbour entries.
+async fn neighbors(
+    h: &Handle,
+    names: &HashMap<u32, String>,
+) -> Result<Vec<types::ARPNeighbor>, NetworkError> {
+    let all: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list neighbours"))?;
+    Ok(all
+        .iter()
+        .filter(|n| n.header.state == NeighbourState::Permanent)
+        .filter_map(|n| neighbor_of(n, names))
+        .collect())
+}
+
+fn neighbor_of(n: &NeighbourMessage, names: &HashMap<u32, String>) -> Option<types::ARPNeighbor> {
+    let (mut ip, mut lladdr) = (None, None);
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some(IpAddr::V6(*v6))
+            }
+            NeighbourAttribute::LinkLayerAddress(m) => lladdr = Some(format_mac(m)),
+            _ => {}
+        }
+    }
+    let ip = ip?;
     Some(types::ARPNeighbor {
         toIPAddress: Some(types::IPAddress {
-            family: if n.dst.contains(':') {
-                types::IPFamily::v6
-            } else {
-                types::IPFamily::v4
-            }
-            .into(),
-            address: n.dst.clone(),
-            ..Default::default()
+            mask: String::new(),
+            ..protocols::netlink::ip_address(ip, 0)
         })
         .into(),
-        device: n.dev.clone(),
-        lladdr: n.lladdr.clone()?,
+        device: names.get(&n.header.ifindex).cloned().unwrap_or_default(),
+        // An entry without a link-layer address has nothing to carry.
+        lladdr: lladdr?,
         ..Default::default()
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, NetworkError> {
-    serde_json::from_str(json).map_err(|e| NetworkError::Parse(format!("{e}: {json}")))
-}
-
-/// Runs an iproute2 command inside the network namespace at `netns`.
-fn run_in(netns: &Path, program: &str, args: &[&str]) -> Result<String, NetworkError> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .arg(program)
-        .args(args)
-        .output()
-        .map_err(|source| NetworkError::Namespace {
-            path: netns.display().to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NetworkError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Creates tap `name` inside `netns` and returns it open. A thread of its
-/// own enters the namespace, so no other thread of the shim changes
-/// namespace; the descriptor stays valid outside it.
-fn open_tap(netns: &Path, name: &str) -> Result<OwnedFd, NetworkError> {
-    let ns = File::open(netns).map_err(|source| NetworkError::Namespace {
-        path: netns.display().to_string(),
-        source,
-    })?;
-    let name = name.to_string();
+/// Creates tap `name` in the calling thread's network namespace and
+/// returns it open.
+fn open_tap(name: &str) -> Result<OwnedFd, NetworkError> {
     let tap_err = |op, source| NetworkError::Tap {
-        tap: name.clone(),
+        tap: name.to_string(),
         op,
         source,
     };
-    let thread_name = name.clone();
-    std::thread::spawn(move || -> Result<OwnedFd, (&'static str, std::io::Error)> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| ("enter the namespace", e.into()))?;
-        let tun = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")
-            .map_err(|e| ("open /dev/net/tun", e))?;
-        // SAFETY: ifreq is plain data for which all zero bytes is valid.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req
-            .ifr_name
-            .iter_mut()
-            .zip(thread_name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *dst = src as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF reads `req`, which outlives the call, on an open
-        // tun descriptor.
-        let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &req) };
-        if rc < 0 {
-            return Err(("TUNSETIFF", std::io::Error::last_os_error()));
-        }
-        Ok(OwnedFd::from(tun))
-    })
-    .join()
-    .map_err(|_| tap_err("open", std::io::Error::other("the opening thread panicked")))?
-    .map_err(|(op, e)| tap_err(op, e))
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| tap_err("open /dev/net/tun", e))?;
+    // SAFETY: ifreq is plain data for which all zero bytes is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads `req`, which outlives the call, on an open
+    // tun descriptor.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &req) };
+    if rc < 0 {
+        return Err(tap_err("TUNSETIFF", std::io::Error::last_os_error()));
+    }
+    Ok(OwnedFd::from(tun))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
-    #[test]
-    fn ip_json_becomes_interfaces_and_routes() {
-        let links: Vec<IpLink> = parse(
-            r#"[{"ifname":"eth0","mtu":1450,"link_type":"ether","address":"0a:58:0a:f1:00:02",
-                "addr_info":[{"family":"inet","local":"10.241.0.2","prefixlen":24,"scope":"global"},
-                             {"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"}]}]"#,
-        )
-        .unwrap();
-        let i = interface_of(&links[0]);
-        assert_eq!(
-            (i.name.as_str(), i.mtu, i.hwAddr.as_str()),
-            ("eth0", 1450, "0a:58:0a:f1:00:02")
-        );
-        assert_eq!(i.IPAddresses.len(), 1, "link-local left to the guest");
-        assert_eq!(
-            (
-                i.IPAddresses[0].address.as_str(),
-                i.IPAddresses[0].mask.as_str()
-            ),
-            ("10.241.0.2", "24")
-        );
-        let routes: Vec<IpRoute> = parse(
-            r#"[{"dst":"default","gateway":"10.241.0.1","dev":"eth0"},
-                {"dst":"10.241.0.0/24","dev":"eth0","scope":"link","prefsrc":"10.241.0.2"},
-                {"dst":"fe80::/64","dev":"eth0"}]"#,
-        )
-        .unwrap();
-        let r: Vec<_> = routes.iter().filter_map(route_of).collect();
-        assert_eq!(r.len(), 2);
-        assert_eq!(
-            (r[0].dest.as_str(), r[0].gateway.as_str()),
-            ("", "10.241.0.1")
-        );
-        assert_eq!((r[1].dest.as_str(), r[1].scope), ("10.241.0.0/24", 253));
-        let neighbors: Vec<IpNeighbor> = parse(
-            r#"[{"dst":"10.241.0.1","dev":"eth0","lladdr":"02:00:00:00:00:01","state":["PERMANENT"]},
-                {"dst":"10.241.0.9","dev":"eth0","state":["PERMANENT"]}]"#,
-        )
-        .unwrap();
-        let n: Vec<_> = neighbors.iter().filter_map(neighbor_of).collect();
-        assert_eq!(
-            n.len(),
-            1,
-            "an entry without an address has nothing to carry"
-        );
-        assert_eq!(
-            (n[0].device.as_str(), n[0].lladdr.as_str()),
-            ("eth0", "02:00:00:00:00:01")
-        );
+    /// iproute2, as an independent reading of what netlink did.
+    fn ip(args: &[&str]) -> String {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// A real namespace with a veth (root, as CI runs): attach makes the tap
-    /// and both mirred rules; detach removes the rules, and the tap goes with
-    /// its descriptor.
+    fn tc(ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "tc"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A real namespace with a veth (root, as CI runs): attach reads its
+    /// interfaces, routes and static neighbours, makes the taps and both
+    /// mirred rules; detach removes the rules, and the taps go with their
+    /// descriptors.
     #[test]
     fn attach_and_detach_shape_a_real_namespace() {
         let name = format!("hull-unit-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let ok = Command::new("ip").args(args).status().unwrap().success();
-            assert!(ok, "ip {args:?}");
-        };
         ip(&["netns", "add", &name]);
         let _gone = scopeguard::guard((), |_| {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         });
-        ip(&[
-            "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        let n = |args: &[&str]| {
+            let mut all = vec!["-n", name.as_str()];
+            all.extend(args);
+            ip(&all)
+        };
+        n(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
         ]);
-        ip(&["-n", &name, "addr", "add", "10.241.9.2/24", "dev", "eth0"]);
-        ip(&["-n", &name, "link", "set", "eth0", "up"]);
+        n(&[
+            "link",
+            "set",
+            "eth0",
+            "mtu",
+            "1450",
+            "address",
+            "0a:58:0a:f1:00:02",
+        ]);
+        n(&["addr", "add", "10.241.9.2/24", "dev", "eth0"]);
+        n(&["link", "set", "eth0", "up"]);
+        n(&["link", "set", "peer0", "up"]);
+        n(&["route", "add", "default", "via", "10.241.9.1"]);
+        n(&[
+            "neigh",
+            "add",
+            "10.241.9.1",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
         let netns = PathBuf::from("/var/run/netns").join(&name);
         let net = PodNetwork::attach(&netns).unwrap();
         assert_eq!(net.endpoints.len(), 2, "both veth ends are ether links");
@@ -412,24 +535,63 @@ mod tests {
             .iter()
             .find(|e| e.interface.name == "eth0")
             .unwrap();
-        assert!(eth0
-            .interface
+        let i = &eth0.interface;
+        assert_eq!((i.mtu, i.hwAddr.as_str()), (1450, "0a:58:0a:f1:00:02"));
+        let addresses: Vec<_> = i
             .IPAddresses
             .iter()
-            .any(|a| a.address == "10.241.9.2"));
-        assert!(net
+            .map(|a| format!("{}/{}", a.address, a.mask))
+            .collect();
+        assert_eq!(addresses, ["10.241.9.2/24"], "link-local left to the guest");
+        let routes: Vec<_> = net
             .routes
             .iter()
-            .any(|r| r.dest == "10.241.9.0/24" && r.device == "eth0"));
-        let filters = run_in(&netns, "tc", &["filter", "show", "dev", "eth0", "ingress"]).unwrap();
+            .map(|r| {
+                format!(
+                    "{} via {:?} dev {} scope {}",
+                    r.dest, r.gateway, r.device, r.scope
+                )
+            })
+            .collect();
         assert!(
-            filters.contains(&format!("Redirect to device {}", eth0.tap)),
-            "{filters}"
+            routes.contains(&"10.241.9.0/24 via \"\" dev eth0 scope 253".to_string()),
+            "{routes:?}"
         );
+        assert!(
+            routes.contains(&" via \"10.241.9.1\" dev eth0 scope 0".to_string()),
+            "{routes:?}"
+        );
+        assert!(!routes.iter().any(|r| r.starts_with("fe80:")), "{routes:?}");
+        assert_eq!(net.neighbors.len(), 1, "{:?}", net.neighbors);
+        assert_eq!(
+            (
+                net.neighbors[0].device.as_str(),
+                net.neighbors[0].lladdr.as_str()
+            ),
+            ("eth0", "02:00:00:00:00:01")
+        );
+        let links = n(&["link", "show", &eth0.tap]);
+        assert!(
+            links.contains("mtu 1450") && links.contains(",UP"),
+            "{links}"
+        );
+        for dev in ["eth0", eth0.tap.as_str()] {
+            let filters = tc(&name, &["filter", "show", "dev", dev, "ingress"]);
+            let to = if dev == "eth0" {
+                eth0.tap.as_str()
+            } else {
+                "eth0"
+            };
+            assert!(filters.contains("protocol all"), "{dev}: {filters}");
+            assert!(
+                filters.contains(&format!("Redirect to device {to}")),
+                "{dev}: {filters}"
+            );
+        }
         drop(net);
-        let qdiscs = run_in(&netns, "tc", &["qdisc", "show", "dev", "eth0"]).unwrap();
+        let qdiscs = tc(&name, &["qdisc", "show", "dev", "eth0"]);
         assert!(!qdiscs.contains("ingress"), "{qdiscs}");
-        let links = run_in(&netns, "ip", &["link", "show"]).unwrap();
+        let links = n(&["link", "show"]);
         assert!(!links.contains("_hull"), "{links}");
     }
 }

@@ -154,6 +154,11 @@ impl Share {
         let _ = self.dir.remove_tree(&dir);
     }
 
+    /// Ends the share of the sandbox at `paths` and removes its directory.
+    pub fn remove_at(paths: &VmPaths) -> Result<(), ShimError> {
+        Share::open(paths)?.remove()
+    }
+
     /// Ends the share and removes the sandbox's directory. Refuses (naming
     /// it) while anything is still mounted below it.
     pub fn remove(self) -> Result<(), ShimError> {

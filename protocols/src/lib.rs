@@ -16,6 +16,8 @@ macro_rules! generated {
 }
 generated!(agent, agent_ttrpc, health, health_ttrpc, oci, types);
 
+#[cfg(feature = "netlink")]
+pub mod netlink;
 pub mod process;
 pub mod resources;
 pub mod stream;

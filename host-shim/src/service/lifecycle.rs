@@ -66,9 +66,7 @@ impl HullShim {
                 slog::error!(self.0.log, "create failed"; "error" => %e);
                 mounts.undo();
                 if !matches!(role, Role::Member { .. }) {
-                    if let Ok(share) = Share::open(&mounts.vm) {
-                        let _ = share.remove();
-                    }
+                    let _ = Share::remove_at(&mounts.vm);
                 }
                 return Err(e);
             }
@@ -308,8 +306,7 @@ impl HullShim {
             task.undo_mounts();
         }
         if let Some(sandbox) = &sandbox {
-            let removed = Share::open(&sandbox.paths).and_then(Share::remove);
-            if let Err(e) = removed {
+            if let Err(e) = Share::remove_at(&sandbox.paths) {
                 slog::error!(self.0.log, "state directory left behind"; "error" => %e);
             }
         }

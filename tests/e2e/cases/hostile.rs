@@ -547,3 +547,55 @@ pub(super) fn vsock_allowed_config(env: &Env) -> Result<PathBuf, String> {
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     Ok(path)
 }
+
+/// An exec whose child keeps its stdout open after the exec has exited (a
+/// guest that never ends the stream does the same): containerd gets the
+/// exec's exit, with its code, once the stated bound (`exit_output_secs`,
+/// 10 s) has passed, and the output written before the exit arrives.
+pub(super) fn exit_arrives_while_a_child_holds_stdout(env: &Env) -> Result<(), String> {
+    let task = Detached::start(env, "heldout", &["sleep", "1000"])?;
+    let mut events = env
+        .ctr()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("ctr events: {e}"))?;
+    let start = std::time::Instant::now();
+    let o = run(&mut task.exec(
+        "held",
+        &[],
+        &["sh", "-c", "sleep 600 & echo before-exit; exit 3"],
+    ));
+    let took = start.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = events.kill();
+    let seen = crate::env::finish(events, Duration::from_secs(5))
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    let o = o?;
+    if o.status.code() != Some(3) || stdout(&o) != "before-exit\n" {
+        return Err(format!(
+            "exec ended with {:?}, stdout {:?}",
+            o.status.code(),
+            stdout(&o)
+        ));
+    }
+    if took > Duration::from_secs(25) {
+        return Err(format!("the exit took {took:?} with stdout held open"));
+    }
+    let exit_event = seen.lines().any(|l| {
+        l.contains("/tasks/exit")
+            && l.contains("\"id\":\"held\"")
+            && l.contains("\"exit_status\":3")
+    });
+    if !exit_event {
+        return Err(format!("no TaskExit for the exec among the events: {seen}"));
+    }
+    println!(
+        "    exit 3 and TaskExit after {:.1}s, stdout held open by a child",
+        took.as_secs_f64()
+    );
+    Ok(())
+}

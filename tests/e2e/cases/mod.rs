@@ -209,6 +209,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::First,
     ),
     (
+        "exit_arrives_while_a_child_holds_stdout",
+        exit_arrives_while_a_child_holds_stdout,
+        Scope::First,
+    ),
+    (
         "containers_cannot_reach_the_host_over_vsock",
         containers_cannot_reach_the_host_over_vsock,
         Scope::First,
