@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit rpc conformance e2e bench bench-jail lint clean fuzz fuzz-smoke
+.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -47,10 +47,14 @@ rpc: agent
 conformance: build
 	$(CARGO) test -p hull-tests --test conformance
 
+# deploy/: manifests and containerd snippets against the API types they use.
+manifests:
+	$(CARGO) test -p hull-tests --test deploy
+
 e2e: install
 	$(CARGO) test -p hull-tests --test e2e
 
-test: lint unit fuzz-smoke rpc conformance e2e
+test: lint unit manifests fuzz-smoke rpc conformance e2e
 
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer, stable toolchain) of what
 # the host parses from the guest: FUZZ_SECONDS per target; the seeds in

@@ -23,8 +23,11 @@ start)
     echo "containerd: already running at $sock"; exit 0
   fi
   mkdir -p "$dir"
+  mkdir -p "$dir/conf.d"
   cat > "$dir/config.toml" <<TOML
 version = 2
+# Drop-ins (hull-node's registration, in the e2e suite's deploy case).
+imports = ["$dir/conf.d/*.toml"]
 root = "$dir/root"
 state = "$dir/state"
 [grpc]
@@ -77,8 +80,16 @@ JSON
   ;;
 stop)
   if [ -f "$dir/containerd.pid" ]; then
-    kill "$(cat "$dir/containerd.pid")" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null || break; sleep 0.1; done
+    pid=$(cat "$dir/containerd.pid")
+    kill "$pid" 2>/dev/null || true
+    # A containerd with CRI pods can take seconds to shut down; a new one
+    # started while it still holds its database would wait for it.
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "containerd: $pid ignored SIGTERM for 30 s; killing it" >&2
+      kill -9 "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
     rm -f "$dir/containerd.pid"
   fi
   ;;

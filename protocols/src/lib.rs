@@ -20,6 +20,7 @@ generated!(agent, agent_ttrpc, health, health_ttrpc, oci, types);
 pub mod netlink;
 pub mod process;
 pub mod resources;
+pub mod spec;
 pub mod stream;
 
 /// vsock port of the agent's ttrpc server.

@@ -182,6 +182,11 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// The cgroup a container of this agent goes in.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        format!("/{}/{id}", self.cgroup)
+    }
+
     /// A runc-style spec running `args` in the shared busybox root, with a
     /// writable /tmp.
     pub fn spec(&self, id: &str, args: &[&str]) -> Spec {
@@ -201,7 +206,7 @@ impl Agent {
         mounts.push(tmp);
         spec.set_mounts(Some(mounts));
         let mut linux = spec.linux().clone().expect("default linux");
-        linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/{id}", self.cgroup))));
+        linux.set_cgroups_path(Some(PathBuf::from(self.cgroups_path(id))));
         spec.set_linux(Some(linux));
         spec
     }

@@ -5,6 +5,7 @@
 
 mod fixture;
 mod guest;
+mod kata;
 mod lifecycle;
 mod network;
 mod stdio;

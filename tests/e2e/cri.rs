@@ -42,6 +42,23 @@ impl Cri {
         })
     }
 
+    /// Connects once the CRI plugin answers (after a containerd restart it
+    /// refuses calls, "server is not initialized yet", for a while).
+    pub fn connect_ready(sock: &Path) -> Result<Cri, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut cri = Cri::connect(sock)?;
+            let status = cri.call("Status", |mut c| async move {
+                c.status(StatusRequest { verbose: false }).await
+            });
+            match status {
+                Ok(_) => return Ok(cri),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// Runs one call with the suite's command deadline; the error names the
     /// call and carries containerd's message.
     fn call<T, F>(

@@ -225,6 +225,14 @@ impl Env {
         Ok(())
     }
 
+    /// The `containerd` binary this suite runs.
+    pub fn containerd_binary(&self) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join("containerd"),
+            None => PathBuf::from("containerd"),
+        }
+    }
+
     /// `scripts/containerd.sh VERB` for this suite's containerd.
     fn containerd_script(&self, verb: &str) -> Command {
         let mut c = Command::new("bash");

@@ -75,15 +75,18 @@ fn send_signal(c: &Container, pids: &[i32], sig: Signal) -> Result<(), AgentErro
     Ok(())
 }
 
+/// Hull's complete runtime-spec JSON when the request has it, else Kata's
+/// protobuf `OCI` spec (what a Kata runtime sends).
 fn parse_spec(req: &agent::CreateContainerRequest) -> Result<Spec, AgentError> {
-    if req.hull_oci_spec_json.is_empty() {
-        return Err(AgentError::invalid(
-            "hull_oci_spec_json",
-            "empty; this agent builds containers from the complete OCI spec (the OCI protobuf field alone is not enough)",
-        ));
+    if !req.hull_oci_spec_json.is_empty() {
+        return serde_json::from_str(&req.hull_oci_spec_json)
+            .map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()));
     }
-    serde_json::from_str(&req.hull_oci_spec_json)
-        .map_err(|e| AgentError::invalid("hull_oci_spec_json", e.to_string()))
+    let spec = req
+        .OCI
+        .as_ref()
+        .ok_or_else(|| AgentError::invalid("OCI", "missing (and no hull_oci_spec_json either)"))?;
+    protocols::spec::from_proto(spec).map_err(|e| AgentError::invalid("OCI", e.to_string()))
 }
 
 fn parse_process(

@@ -4,6 +4,7 @@
 mod agent;
 mod config;
 mod cri;
+mod deploy;
 mod failure;
 mod hostile;
 mod inside;
@@ -13,7 +14,9 @@ mod run;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use self::{agent::*, config::*, cri::*, failure::*, hostile::*, inside::*, network::*, run::*};
+use self::{
+    agent::*, config::*, cri::*, deploy::*, failure::*, hostile::*, inside::*, network::*, run::*,
+};
 use crate::env::{run, Env, CMD_TIMEOUT};
 
 type Case = fn(&Env) -> Result<(), String>;
@@ -141,6 +144,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
     (
         "cri_host_network_pod_is_refused",
         cri_host_network_pod_is_refused,
+        Scope::Every,
+    ),
+    (
+        "node_install_upgrade_and_removal_spare_running_pods",
+        node_install_upgrade_and_removal_spare_running_pods,
         Scope::Every,
     ),
     (

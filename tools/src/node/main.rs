@@ -36,7 +36,8 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Unregisters the runtime; deletes every version no process uses.
+    /// Deletes every version no process uses; unregisters the runtime once
+    /// none is used (exit 75 until then).
     Remove {
         #[command(flatten)]
         node: NodeArgs,
@@ -73,14 +74,27 @@ pub struct NodeArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Install { payload, node } => install(&payload, &node),
+        Command::Install { payload, node } => install(&payload, &node).map(|()| Done::Complete),
         Command::Remove { node } => remove(&node),
-        Command::Status { node } => status(&node),
+        Command::Status { node } => status(&node).map(|()| Done::Complete),
     };
-    if let Err(e) = result {
-        eprintln!("hull-node: {e}");
-        std::process::exit(1);
+    match result {
+        Ok(Done::Complete) => {}
+        Ok(Done::Deferred) => std::process::exit(EX_TEMPFAIL),
+        Err(e) => {
+            eprintln!("hull-node: {e}");
+            std::process::exit(1);
+        }
     }
+}
+
+/// sysexits' "try again later": a removal waits for running pods.
+const EX_TEMPFAIL: i32 = 75;
+
+enum Done {
+    Complete,
+    /// The runtime stays registered while pods use it.
+    Deferred,
 }
 
 fn install(payload: &std::path::Path, node: &NodeArgs) -> Result<(), String> {
@@ -98,12 +112,27 @@ fn install(payload: &std::path::Path, node: &NodeArgs) -> Result<(), String> {
     collect(node, Some(&version.name))
 }
 
-fn remove(node: &NodeArgs) -> Result<(), String> {
+/// Unregisters the runtime once no process uses an installed version:
+/// containerd 2.x needs a pod's runtime handler registered to exec into
+/// it or stop it, so while Hull pods run the registration stays (new pods
+/// are kept off the node by Kubernetes: the RuntimeClass, the node label).
+fn remove(node: &NodeArgs) -> Result<Done, String> {
+    payload::clear_current(&node.root)?;
+    collect(node, None)?;
+    let used = in_use::versions_in_use(&node.root);
+    if !used.is_empty() {
+        let pids: usize = used.values().map(Vec::len).sum();
+        println!(
+            "hull-node: {} stays registered while {pids} processes use Hull; run remove again once they end",
+            node.runtime_name
+        );
+        return Ok(Done::Deferred);
+    }
     if dropin::unregister(node)? {
         restart(node)?;
     }
-    payload::clear_current(&node.root)?;
-    collect(node, None)
+    println!("hull-node: unregistered {}", node.runtime_name);
+    Ok(Done::Complete)
 }
 
 fn status(node: &NodeArgs) -> Result<(), String> {

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 const FILES: &[&str] = &[
     "bin/containerd-shim-hull-v2",
     "bin/hull-check",
+    "bin/hull-node",
     "bin/virtiofsd",
     "bin/vhost-device-vsock",
     "share/vmlinux",
