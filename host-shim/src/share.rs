@@ -200,9 +200,34 @@ pub fn check_sources(spec: &Spec) -> Result<(), ShimError> {
         if !source.is_absolute() {
             return Err(bad("the source must be an absolute host path".into()));
         }
+        if let Some(reason) = propagation_refused(m) {
+            return Err(bad(reason.into()));
+        }
         std::fs::metadata(source).map_err(|e| bad(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Mount propagation cannot cross the VM: the guest sees a volume through
+/// virtio-fs or 9p, so a mount made on the host after the container
+/// started never appears in it, and one made in the guest never reaches
+/// the host. A volume asking for either is refused rather than silently
+/// left unpropagated (private propagation, Kubernetes' default, is fine).
+fn propagation_refused(m: &Mount) -> Option<&'static str> {
+    let options = m.options().as_deref().unwrap_or_default();
+    if options.iter().any(|o| o == "shared" || o == "rshared") {
+        return Some(
+            "propagation rshared (Kubernetes Bidirectional) cannot cross the VM: \
+             mounts made in the container would never appear on the host",
+        );
+    }
+    if options.iter().any(|o| o == "slave" || o == "rslave") {
+        return Some(
+            "propagation rslave (Kubernetes HostToContainer) cannot cross the VM: \
+             mounts made on the host later would never appear in the container",
+        );
+    }
+    None
 }
 
 #[cfg(test)]
@@ -230,6 +255,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("absolute"));
+    }
+
+    #[test]
+    fn propagation_that_cannot_cross_the_vm_is_refused_by_name() {
+        for (option, names) in [("rshared", "Bidirectional"), ("rslave", "HostToContainer")] {
+            let spec = spec_with(&format!(
+                r#"[{{"destination":"/data","type":"bind","source":"/tmp","options":["rbind","{option}"]}}]"#
+            ));
+            let err = check_sources(&spec).unwrap_err().to_string();
+            assert!(
+                err.contains(option) && err.contains(names) && err.contains("/data"),
+                "{err}"
+            );
+        }
+        let private = spec_with(
+            r#"[{"destination":"/data","type":"bind","source":"/tmp","options":["rbind","rprivate"]}]"#,
+        );
+        check_sources(&private).unwrap();
     }
 
     #[test]

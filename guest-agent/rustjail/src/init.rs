@@ -204,7 +204,10 @@ fn create(
         crate::loopback::bring_up()?;
     }
     let sys = LinuxSyscall;
-    let new_mount = plan.creates(LinuxNamespaceType::Mount);
+    // A mount namespace joined by path gets the rootfs set up in it too,
+    // as runc does: the container's root is its bundle's, whichever
+    // namespace it lives in.
+    let new_mount = plan.has(LinuxNamespaceType::Mount);
     if new_mount {
         *stage = "rootfs";
         rootfs::prepare(&sys, spec, &config.rootfs, new_user)?;

@@ -182,12 +182,7 @@ impl Jail {
     ) -> Result<Created, JailError> {
         let fifo = self.root.exec_fifo(id);
         if detach {
-            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(
-                |source| JailError::Sys {
-                    op: format!("mkfifo {}", fifo.display()),
-                    source,
-                },
-            )?;
+            make_exec_fifo(&fifo)?;
         }
         let linux = spec.linux().clone().unwrap_or_default();
         let cgroup_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), id)?;
@@ -487,4 +482,24 @@ pub fn wait_exit(pid: Pid) -> Result<i32, JailError> {
             }
         }
     }
+}
+
+/// The exec FIFO the created init writes to (and so blocks on) until
+/// `start`. Writable by anyone (0622, as runc makes it), whatever the
+/// umask: a container whose root maps to an unprivileged host uid writes
+/// to it after switching to that uid.
+fn make_exec_fifo(fifo: &Path) -> Result<(), JailError> {
+    let sys = |op: &str| {
+        let op = format!("{op} {}", fifo.display());
+        move |source| JailError::Sys { op, source }
+    };
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o622);
+    nix::unistd::mkfifo(fifo, mode).map_err(sys("mkfifo"))?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        fifo,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(sys("chmod"))
 }

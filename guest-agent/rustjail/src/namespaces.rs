@@ -161,6 +161,12 @@ impl NamespacePlan {
         self.unshare.contains(clone_flag(t))
     }
 
+    /// Whether the process gets a namespace of type `t` of its own,
+    /// created or joined by path (not the runtime's).
+    pub fn has(&self, t: LinuxNamespaceType) -> bool {
+        self.creates(t) || self.join.iter().any(|(j, _)| *j == t)
+    }
+
     /// Opens every namespace to join. Done before any is joined, because
     /// joining the mount namespace changes what the paths point at.
     pub fn open_joins(

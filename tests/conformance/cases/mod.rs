@@ -74,6 +74,14 @@ pub const ALL: &[(&str, CaseFn)] = &[
         "namespaces_join_by_path",
         namespaces::join_namespaces_by_path,
     ),
+    (
+        "user_namespace_unprivileged_range",
+        namespaces::user_namespace_to_an_unprivileged_range,
+    ),
+    (
+        "mount_namespace_join_by_path",
+        namespaces::join_mount_namespace_by_path,
+    ),
     ("cgroup_memory", cgroups::memory),
     ("cgroup_cpu_and_cpuset", cgroups::cpu),
     ("cgroup_cpu_realtime", cgroups::cpu_realtime),

@@ -118,3 +118,77 @@ pub fn join_namespaces_by_path(rt: &Runtime) -> Result<(), String> {
     b.spec.as_object_mut().unwrap().remove("hostname");
     rt.check(&b)
 }
+
+/// A mount namespace joined by path (a host process's, made with
+/// `unshare --mount`): the container's root is still its bundle's rootfs,
+/// set up inside that namespace, as runc does.
+pub fn join_mount_namespace_by_path(rt: &Runtime) -> Result<(), String> {
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let holder = Holder(child);
+    let pid = holder.0.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ns_link(&pid, "mnt") == ns_link("self", "mnt") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare did not unshare"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut b = Bundle::new(&format!(
+        r#"eq "$(readlink /proc/self/ns/mnt)" "{}" "joined mount namespace"
+[ -e /bundle-marker ] || fail "the root is not the bundle's rootfs"
+eq "$(awk '$5 == "/" {{print $5}}' /proc/self/mountinfo | head -1)" / "a root mount""#,
+        ns_link(&pid, "mnt")
+    ));
+    std::fs::write(b.rootfs().join("bundle-marker"), "").unwrap();
+    b.linux()["namespaces"] = json!([
+        {"type": "pid"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"},
+        {"type": "mount", "path": format!("/proc/{pid}/ns/mnt")}
+    ]);
+    rt.check(&b)
+}
+
+/// A user namespace mapping the container's root to an unprivileged host
+/// range (0 to 1000, 1000 ids, so the overflow ids are unmapped): the
+/// created container's init waits for `start` with its namespaces there to
+/// inspect (its uid_map from outside), then runs as root inside.
+pub fn user_namespace_to_an_unprivileged_range(rt: &Runtime) -> Result<(), String> {
+    let mut b = Bundle::new(
+        r#"eq "$(awk '{print $1, $2, $3}' /proc/self/uid_map)" "0 1000 1000" uid_map
+eq "$(id -u):$(id -g)" 0:0 "root inside"
+touch /tmp/f || fail "root inside can write its own tmpfs""#,
+    );
+    b.add_namespace(json!({"type": "user"}));
+    b.linux()["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1000}]);
+    b.linux()["gidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1000}]);
+    b.remove_mounts(&["/sys/fs/cgroup"]);
+    let id = rt.id();
+    let created = rt.create(&b, &id);
+    let result = (|| {
+        if created.code != 0 {
+            return Err(format!("create: {}", created.describe()));
+        }
+        rt.wait_status(&id, "created")?;
+        let pid = rt.pid(&id).ok_or("no pid in the state")?;
+        let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+            .map_err(|e| format!("the created init's uid_map: {e}"))?;
+        if map.split_whitespace().collect::<Vec<_>>() != ["0", "1000", "1000"] {
+            return Err(format!("the created init's uid_map: {map:?}"));
+        }
+        let started = rt.cmd(&["start", &id]);
+        if started.code != 0 {
+            return Err(format!("start: {}", started.describe()));
+        }
+        rt.wait_status(&id, "stopped")?;
+        let out = std::fs::read_to_string(b.path().join("stdout")).unwrap_or_default();
+        if !out.contains("PASS") {
+            return Err(format!("checker: {out}"));
+        }
+        Ok(())
+    })();
+    let _ = rt.cmd(&["delete", "--force", &id]);
+    result
+}

@@ -1,6 +1,7 @@
 //! A Kubernetes pod through containerd's CRI plugin with runtime handler
 //! `hull`: the kubelet's calls, made by a real CRI client.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -193,6 +194,109 @@ fn reach_from_a_runc_pod(env: &Env, cri: &mut Cri, ip: &str, name: &str) -> Resu
     });
     let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
     sent.and(removed)
+}
+
+/// Volumes with mount propagation (Kubernetes HostToContainer and
+/// Bidirectional): runc runs them, and a host mount made after the start
+/// shows in its container; Hull cannot carry propagation across the VM, so
+/// it refuses them when the container's task is created (CRI's
+/// StartContainer) naming the mode, rather than run a container that
+/// silently does not propagate.
+pub(super) fn cri_propagating_volumes_are_refused_by_name(env: &Env) -> Result<(), String> {
+    use k8s_cri::v1::MountPropagation;
+    let source = env.path("propagation-src");
+    std::fs::create_dir_all(source.join("later")).map_err(|e| e.to_string())?;
+    // containerd wants a propagating volume's source on a shared mount (as
+    // a Kubernetes node's / is; this machine's is private).
+    let path = source.display().to_string();
+    for args in [vec!["--bind", &path, &path], vec!["--make-rshared", &path]] {
+        let ok = Command::new("mount")
+            .args(&args)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !ok.success() {
+            return Err(format!("mount {args:?}"));
+        }
+    }
+    let mut cri = Cri::connect(&env.sock)?;
+    let with_volume = |propagation: MountPropagation| {
+        let mut c = container_config(
+            "prop",
+            NamespaceMode::Container,
+            &["sh", "-c", "sleep 1000"],
+        );
+        c.mounts.push(k8s_cri::v1::Mount {
+            container_path: "/vol".into(),
+            host_path: source.display().to_string(),
+            propagation: propagation as i32,
+            ..Default::default()
+        });
+        c
+    };
+    let modes = [
+        (
+            MountPropagation::PropagationHostToContainer,
+            "HostToContainer",
+        ),
+        (MountPropagation::PropagationBidirectional, "Bidirectional"),
+    ];
+    let result = (|| {
+        // runc, in this same containerd: the HostToContainer case works.
+        let name = env.unique("prop-runc");
+        let pod = pod_config(&name, &env.path(&format!("pods/{name}")));
+        let runc_pod = cri.run_pod(pod.clone(), "runc")?;
+        let shown = (|| {
+            let c = cri.create_container(&runc_pod, &pod, with_volume(modes[0].0))?;
+            cri.start_container(&c)?;
+            let later = source.join("later");
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(&later)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !mounted.success() {
+                return Err("mount tmpfs on the volume".to_string());
+            }
+            std::fs::write(later.join("seen"), "yes").map_err(|e| e.to_string())?;
+            let r = cri.exec_sync(&c, &["cat", "/vol/later/seen"]);
+            let _ = Command::new("umount").arg(&later).status();
+            let r = r?;
+            if r.stdout != b"yes" {
+                return Err(format!("runc did not propagate: {:?}", r.stdout));
+            }
+            Ok(())
+        })();
+        let _ = cri
+            .stop_pod(&runc_pod)
+            .and_then(|()| cri.remove_pod(&runc_pod));
+        shown?;
+        for (mode, name) in modes {
+            let pod_name = env.unique("prop-hull");
+            let pod = pod_config(&pod_name, &env.path(&format!("pods/{pod_name}")));
+            let pod_id = cri.run_pod(pod.clone(), "hull")?;
+            // CRI's CreateContainer only records the container; the shim
+            // creates its task at StartContainer, and refuses it there.
+            let started = cri
+                .create_container(&pod_id, &pod, with_volume(mode))
+                .and_then(|c| cri.start_container(&c));
+            let _ = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
+            match started {
+                Ok(_) => return Err(format!("a {name} volume was accepted")),
+                Err(e) if e.contains(name) && e.contains("/vol") => {
+                    println!(
+                        "    {name}: refused: {}",
+                        e.lines().next().unwrap_or_default()
+                    );
+                }
+                Err(e) => return Err(format!("{name}: refused without naming it: {e}")),
+            }
+        }
+        Ok(())
+    })();
+    let _ = Command::new("umount").arg(source.join("later")).status();
+    let _ = Command::new("umount").arg(&source).status();
+    result?;
+    env.check_no_leaks()
 }
 
 /// QEMU processes belonging to the pod's sandbox (QEMU is named after it).

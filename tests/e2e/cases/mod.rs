@@ -147,6 +147,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::Every,
     ),
     (
+        "cri_propagating_volumes_are_refused_by_name",
+        cri_propagating_volumes_are_refused_by_name,
+        Scope::Every,
+    ),
+    (
         "node_install_upgrade_and_removal_spare_running_pods",
         node_install_upgrade_and_removal_spare_running_pods,
         Scope::Every,
