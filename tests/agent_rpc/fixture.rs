@@ -123,28 +123,50 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start() -> Agent {
+        Agent::start_with(false).await
+    }
+
+    /// Like `start`, in a PID namespace of its own (a shell is its PID 1,
+    /// the agent a subreaper under it), so a test can steer pid allocation
+    /// with `ns_last_pid`.
+    pub async fn start_in_pid_namespace() -> Agent {
+        Agent::start_with(true).await
+    }
+
+    async fn start_with(own_pid_ns: bool) -> Agent {
         assert!(nix_is_root(), "the agent RPC suite needs root");
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
         let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--net",
-            "--uts",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .arg(agent_binary())
-        .args(["--unix-dir"])
-        .arg(dir.path())
-        .args(["--log-level", "debug"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .process_group(0);
+        cmd.args(["--net", "--uts", "--mount", "--propagation", "private"]);
+        if own_pid_ns {
+            cmd.args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(format!(
+                "{} --unix-dir {} --log-level debug & wait",
+                agent_binary().display(),
+                dir.path().display()
+            ));
+        } else {
+            cmd.arg("--")
+                .arg(agent_binary())
+                .args(["--unix-dir"])
+                .arg(dir.path())
+                .args(["--log-level", "debug"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0);
         let child = cmd.spawn().expect("spawn unshare hull-agent");
         let sock = dir.path().join("agent.sock");
         let start = Instant::now();

@@ -8,5 +8,6 @@ mod guest;
 mod kata;
 mod lifecycle;
 mod network;
+mod reaper;
 mod stdio;
 mod storage;

@@ -214,6 +214,7 @@ impl Service {
             deny_vsock: self.0.deny_vsock,
         };
         let cmd = init_command();
+        let since = self.0.reaper.mark();
         let mut created = blocking("create task", move || {
             rustjail::container::create(&cmd, config, stdio)
         })
@@ -225,7 +226,12 @@ impl Service {
         } else {
             req.exec_id.clone()
         };
-        let init = Arc::new(Process::new(exec_id, pid, self.0.reaper.watch(pid), io));
+        let init = Arc::new(Process::new(
+            exec_id,
+            pid,
+            self.0.reaper.watch(pid, since),
+            io,
+        ));
         let mounts = scopeguard::ScopeGuard::into_inner(undo);
         let container = Arc::new(Container::new(
             req.container_id.clone(),
@@ -315,6 +321,7 @@ impl Service {
         };
         let cgroup = c.cgroup_path.clone();
         let cmd = init_command();
+        let since = self.0.reaper.mark();
         let mut created = blocking("exec task", move || {
             rustjail::container::exec(&cmd, config, &cgroup, stdio)
         })
@@ -323,7 +330,12 @@ impl Service {
         let pid = created.pid.as_raw();
         // The reaper keeps an early exit until it is watched.
         blocking("start exec task", move || created.start()).await??;
-        let p = Process::new(req.exec_id.clone(), pid, self.0.reaper.watch(pid), io);
+        let p = Process::new(
+            req.exec_id.clone(),
+            pid,
+            self.0.reaper.watch(pid, since),
+            io,
+        );
         slot.fill(Arc::new(p));
         slog::info!(self.0.log, "process started"; "container" => &req.container_id, "exec" => &req.exec_id, "pid" => pid);
         Ok(())
