@@ -91,9 +91,21 @@ impl PodNetwork {
     /// (tc rules removed, taps closed) if any step fails.
     pub fn attach(netns: &Path) -> Result<PodNetwork, NetworkError> {
         let net = in_namespace(netns, |h| async move {
-            let links = ether_links(&h).await?;
+            // Listed once, before any tap exists: the taps carry no routes
+            // or neighbours, so the names map needs only these.
+            let links: Vec<LinkMessage> = h
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(netlink("list links"))?;
+            let names: HashMap<u32, String> = links
+                .iter()
+                .map(|l| (l.header.index, link_name(l)))
+                .collect();
             let mut endpoints = Vec::new();
-            for link in &links {
+            for link in &ether_interfaces(&h, &links).await? {
                 let tap = format!("tap{}_hull", endpoints.len());
                 match wire(&h, link, &tap).await {
                     Ok(endpoint) => endpoints.push(endpoint),
@@ -103,7 +115,6 @@ impl PodNetwork {
                     }
                 }
             }
-            let names = link_names(&h).await?;
             let routes = routes(&h, &names).await?;
             let neighbors = neighbors(&h, &names).await?;
             Ok((endpoints, routes, neighbors))
@@ -178,15 +189,12 @@ fn namespace_error(path: &str) -> impl Fn(std::io::Error) -> NetworkError + '_ {
     }
 }
 
-/// The namespace's Ethernet links (the CNI interfaces), before any tap.
-async fn ether_links(h: &Handle) -> Result<Vec<types::Interface>, NetworkError> {
-    let links: Vec<LinkMessage> = h
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(netlink("list links"))?;
+/// The Ethernet links among `links` (the CNI interfaces), with their
+/// addresses.
+async fn ether_interfaces(
+    h: &Handle,
+    links: &[LinkMessage],
+) -> Result<Vec<types::Interface>, NetworkError> {
     let addrs: Vec<_> = h
         .address()
         .get()
@@ -288,20 +296,6 @@ async fn link_index(h: &Handle, name: &str) -> Result<u32, NetworkError> {
         }),
         Err(e) => Err(netlink(format!("find link {name}"))(e)),
     }
-}
-
-async fn link_names(h: &Handle) -> Result<HashMap<u32, String>, NetworkError> {
-    let links: Vec<LinkMessage> = h
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(netlink("list links"))?;
-    Ok(links
-        .iter()
-        .map(|l| (l.header.index, link_name(l)))
-        .collect())
 }
 
 /// The main table's unicast routes, both families, as `ip route` lists them.
