@@ -78,6 +78,29 @@ pub fn time_namespace_offsets(rt: &Runtime) -> Result<(), String> {
 /// A host process in its own UTS, IPC and network namespaces.
 struct Holder(std::process::Child);
 
+impl Holder {
+    /// `unshare ARGS sleep 60`, once its namespace `ns` (a /proc/PID/ns
+    /// name) differs from ours; its pid.
+    fn spawn(args: &[&str], ns: &str) -> (Holder, String) {
+        let child = std::process::Command::new("unshare")
+            .args(args)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let holder = Holder(child);
+        let pid = holder.0.id().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ns_link(&pid, ns) == ns_link("self", ns) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare did not unshare"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        (holder, pid)
+    }
+}
+
 impl Drop for Holder {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -86,20 +109,7 @@ impl Drop for Holder {
 }
 
 pub fn join_namespaces_by_path(rt: &Runtime) -> Result<(), String> {
-    let child = std::process::Command::new("unshare")
-        .args(["--uts", "--ipc", "--net", "sleep", "60"])
-        .spawn()
-        .unwrap();
-    let holder = Holder(child);
-    let pid = holder.0.id().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ns_link(&pid, "net") == ns_link("self", "net") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "unshare did not unshare"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (_holder, pid) = Holder::spawn(&["--uts", "--ipc", "--net"], "net");
     let mut script = String::new();
     for ns in ["uts", "ipc", "net"] {
         script.push_str(&format!(
@@ -123,20 +133,7 @@ pub fn join_namespaces_by_path(rt: &Runtime) -> Result<(), String> {
 /// `unshare --mount`): the container's root is still its bundle's rootfs,
 /// set up inside that namespace, as runc does.
 pub fn join_mount_namespace_by_path(rt: &Runtime) -> Result<(), String> {
-    let child = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "60"])
-        .spawn()
-        .unwrap();
-    let holder = Holder(child);
-    let pid = holder.0.id().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ns_link(&pid, "mnt") == ns_link("self", "mnt") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "unshare did not unshare"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (_holder, pid) = Holder::spawn(&["--mount", "--propagation", "private"], "mnt");
     let mut b = Bundle::new(&format!(
         r#"eq "$(readlink /proc/self/ns/mnt)" "{}" "joined mount namespace"
 [ -e /bundle-marker ] || fail "the root is not the bundle's rootfs"

@@ -13,6 +13,7 @@ mod dropin;
 mod in_use;
 mod payload;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -109,7 +110,7 @@ fn install(payload: &std::path::Path, node: &NodeArgs) -> Result<(), String> {
         restart(node)?;
     }
     payload::set_current(&node.root, &version.name)?;
-    collect(node, Some(&version.name))
+    collect(node, Some(&version.name)).map(drop)
 }
 
 /// Unregisters the runtime once no process uses an installed version:
@@ -118,8 +119,7 @@ fn install(payload: &std::path::Path, node: &NodeArgs) -> Result<(), String> {
 /// are kept off the node by Kubernetes: the RuntimeClass, the node label).
 fn remove(node: &NodeArgs) -> Result<Done, String> {
     payload::clear_current(&node.root)?;
-    collect(node, None)?;
-    let used = in_use::versions_in_use(&node.root);
+    let used = collect(node, None)?;
     if !used.is_empty() {
         let pids: usize = used.values().map(Vec::len).sum();
         println!(
@@ -156,8 +156,9 @@ fn status(node: &NodeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Deletes the versions that are neither `keep` nor used by a process.
-fn collect(node: &NodeArgs, keep: Option<&str>) -> Result<(), String> {
+/// Deletes the versions that are neither `keep` nor used by a process;
+/// the versions in use, with their pids.
+fn collect(node: &NodeArgs, keep: Option<&str>) -> Result<HashMap<String, Vec<u32>>, String> {
     let used = in_use::versions_in_use(&node.root);
     for v in payload::versions(&node.root) {
         if Some(v.as_str()) == keep {
@@ -171,7 +172,7 @@ fn collect(node: &NodeArgs, keep: Option<&str>) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(used)
 }
 
 fn restart(node: &NodeArgs) -> Result<(), String> {
