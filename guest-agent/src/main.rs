@@ -23,6 +23,7 @@ mod metrics;
 mod network;
 mod oom;
 mod pid1;
+mod pod_ns;
 mod reaper;
 mod rpc;
 mod server;
@@ -39,6 +40,7 @@ fn main() {
         Some("init") => run_container_init(&args[2..]),
         Some("bench-source") => std::process::exit(bench_source::run(&args[2..])),
         Some("vsock-connect") => std::process::exit(vsock_probe::run(&args[2..])),
+        Some("pod-namespaces") => std::process::exit(pod_ns::run_holder(&args[2..])),
         _ => {}
     }
     if std::process::id() == 1 {

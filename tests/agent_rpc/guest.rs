@@ -3,6 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 use protocols::agent;
 use ttrpc::Code;
 
@@ -228,4 +229,94 @@ async fn sandbox_hostname_and_dns() {
         Code::INVALID_ARGUMENT,
         "dns",
     );
+}
+
+/// `spec` joining the pod `pod`'s namespace of type `t` by the agent's
+/// container-namespace path (how the shim rewrites a pod container's).
+fn join_pod_namespace(spec: &mut Spec, pod: &str, t: LinuxNamespaceType, name: &str) {
+    let mut linux = spec.linux().clone().expect("linux");
+    let mut ns: Vec<_> = linux.namespaces().clone().unwrap_or_default();
+    ns.retain(|n| n.typ() != t);
+    ns.push(
+        LinuxNamespaceBuilder::default()
+            .typ(t)
+            .path(format!("{}{pod}/ns/{name}", protocols::CONTAINER_NS_PREFIX))
+            .build()
+            .expect("namespace"),
+    );
+    linux.set_namespaces(Some(ns));
+    spec.set_linux(Some(linux));
+}
+
+/// A sandbox without a sandbox container (containerd's sandbox API):
+/// with `sandbox_pidns` the agent holds the pod's IPC, UTS (with the pod's
+/// hostname) and PID namespaces, two containers that name the sandbox
+/// share them, the VM's own hostname is untouched, and DestroySandbox
+/// ends the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_namespaces_are_held_without_a_sandbox_container() {
+    let a = Agent::start().await;
+    let own_hostname = nix::unistd::gethostname().expect("hostname");
+    let req = agent::CreateSandboxRequest {
+        hostname: "hull-api-pod".into(),
+        sandbox_id: "pod".into(),
+        sandbox_pidns: true,
+        ..Default::default()
+    };
+    a.agent
+        .create_sandbox(ctx(), &req)
+        .await
+        .expect("CreateSandbox");
+    let script = "hostname; echo $$; for n in ipc pid uts; do readlink /proc/self/ns/$n; done";
+    let mut outputs = Vec::new();
+    for id in ["one", "two"] {
+        let mut spec = a.spec(id, &["sh", "-c", script]);
+        spec.set_hostname(None);
+        for (t, name) in [
+            (LinuxNamespaceType::Ipc, "ipc"),
+            (LinuxNamespaceType::Uts, "uts"),
+            (LinuxNamespaceType::Pid, "pid"),
+        ] {
+            join_pod_namespace(&mut spec, "pod", t, name);
+        }
+        a.create(id, &spec).await.expect("create");
+        a.start_container(id).await.expect("start");
+        let out = a
+            .read_all(id, "", protocols::stream::StreamKind::Stdout)
+            .await;
+        let code = a.wait(id, "").await.expect("wait");
+        assert_eq!(code, 0, "{}\n{}", String::from_utf8_lossy(&out), a.log());
+        outputs.push(String::from_utf8_lossy(&out).to_string());
+    }
+    for out in &outputs {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.first(), Some(&"hull-api-pod"), "{out}");
+        let pid: i32 = lines[1].parse().expect("pid");
+        assert!(pid > 1, "the pod's PID namespace has its own init: {out}");
+    }
+    let namespaces = |o: &str| o.lines().skip(2).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(namespaces(&outputs[0]), namespaces(&outputs[1]));
+    let agent_ipc = std::fs::read_link(format!("/proc/{}/ns/ipc", a.pid())).expect("agent ipc");
+    assert_ne!(namespaces(&outputs[0])[0], agent_ipc.display().to_string());
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), own_hostname);
+    let holders = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.get(1..3) == Some(&[b"pod-namespaces".as_slice(), b"hull-api-pod"][..])
+            })
+            .count()
+    };
+    assert_eq!(holders(), 2, "the holder and its PID namespace's init");
+    a.agent
+        .destroy_sandbox(ctx(), &Default::default())
+        .await
+        .expect("DestroySandbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while holders() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(holders(), 0, "DestroySandbox left the pod's namespaces");
 }

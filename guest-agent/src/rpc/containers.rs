@@ -15,6 +15,7 @@ use rustjail::container::{Created, InitCommand, InitStdio};
 
 use crate::container::{Container, Process};
 use crate::errors::AgentError;
+use crate::pod_ns::PodNamespaces;
 use crate::stdio::ProcessIo;
 use crate::storage;
 
@@ -280,6 +281,10 @@ impl Service {
                         format!("{rest:?} is not <container>/ns/<namespace>"),
                     )
                 })?;
+            if let Some(pod) = self.pod_namespaces().filter(|p| p.sandbox_id == id) {
+                ns.set_path(Some(pod.path(name)?));
+                continue;
+            }
             let owner = self.0.registry.get(id)?;
             owner.require_alive("share its namespaces")?;
             ns.set_path(Some(PathBuf::from(format!(
@@ -458,7 +463,9 @@ impl Service {
         &self,
         req: agent::CreateSandboxRequest,
     ) -> Result<(), AgentError> {
-        if !req.hostname.is_empty() {
+        if req.sandbox_pidns {
+            self.hold_pod_namespaces(&req).await?;
+        } else if !req.hostname.is_empty() {
             nix::unistd::sethostname(&req.hostname)
                 .map_err(|e| AgentError::sys("sethostname")(e.into()))?;
         }
@@ -491,6 +498,9 @@ impl Service {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         mounts.iter().rev().for_each(|p| storage::unmount(p));
+        if let Some(pod) = self.0.lock_pod_namespaces().take() {
+            pod.stop();
+        }
         self.0.shutdown.notify_one();
         Ok(())
     }
@@ -508,4 +518,34 @@ fn write_resolv_conf(etc_dir: &std::path::Path, lines: &[String]) -> Result<(), 
         .and_then(|_| std::fs::write(&tmp, lines.join("\n") + "\n"))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(AgentError::sys(format!("write {}", path.display())))
+}
+
+impl Service {
+    /// The pod's namespaces held by the agent, if it holds them.
+    fn pod_namespaces(&self) -> Option<Arc<PodNamespaces>> {
+        self.0.lock_pod_namespaces().clone()
+    }
+
+    /// Starts the holder of the pod's shared namespaces (a sandbox without
+    /// a sandbox container); the pod's hostname is set in its UTS
+    /// namespace, not the VM's.
+    async fn hold_pod_namespaces(
+        &self,
+        req: &agent::CreateSandboxRequest,
+    ) -> Result<(), AgentError> {
+        if self.pod_namespaces().is_some() {
+            return Err(AgentError::invalid(
+                "sandbox_pidns",
+                "this VM's pod namespaces already exist".to_string(),
+            ));
+        }
+        let (id, hostname) = (req.sandbox_id.clone(), req.hostname.clone());
+        let pod = blocking("pod namespaces", move || {
+            PodNamespaces::start(&id, &hostname)
+        })
+        .await??;
+        slog::info!(self.0.log, "pod namespaces held by the agent"; "sandbox" => &req.sandbox_id);
+        *self.0.lock_pod_namespaces() = Some(Arc::new(pod));
+        Ok(())
+    }
 }

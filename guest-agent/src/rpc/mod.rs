@@ -27,12 +27,25 @@ pub struct AgentState {
     reaper: Reaper,
     oom: Arc<crate::oom::OomWatcher>,
     sandbox_mounts: Mutex<Vec<PathBuf>>,
+    /// The pod's namespaces, when the agent holds them (no sandbox
+    /// container: `CreateSandbox` with `sandbox_pidns`).
+    pod_namespaces: Mutex<Option<Arc<crate::pod_ns::PodNamespaces>>>,
     shutdown: Arc<Notify>,
     /// rtnetlink in the agent's network namespace, opened on first use.
     network: tokio::sync::OnceCell<crate::network::Network>,
     guest: GuestPaths,
     /// Container processes may not open AF_VSOCK unless configured.
     deny_vsock: bool,
+}
+
+impl AgentState {
+    fn lock_pod_namespaces(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<Arc<crate::pod_ns::PodNamespaces>>> {
+        self.pod_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where the guest-wide RPCs act: the real system in a VM, the agent's own
@@ -68,6 +81,7 @@ impl Service {
             reaper,
             oom,
             sandbox_mounts: Mutex::new(Vec::new()),
+            pod_namespaces: Mutex::new(None),
             shutdown: Arc::new(Notify::new()),
             network: tokio::sync::OnceCell::new(),
             deny_vsock: !cfg.container_vsock,
