@@ -47,6 +47,15 @@ state = "$dir/state"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 TOML
+  # containerd 2.x: handler hull-sandbox makes the pod's VM through the
+  # shim's sandbox API (no pause container).
+  if $containerd --version | grep -q ' v2\.'; then
+    cat >> "$dir/config.toml" <<TOML
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull-sandbox]
+  runtime_type = "io.containerd.hull.v2"
+  sandboxer = "shim"
+TOML
+  fi
   # Pods get a bridge on a private subnet that routes nowhere beyond this
   # machine (no masquerading). Address allocations are kept across runs, so
   # an address a crashed run never released is not handed out twice.

@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub copy_dir: PathBuf,
     /// Where CreateSandbox writes the sandbox's resolv.conf.
     pub etc_dir: PathBuf,
+    /// Where CreateSandbox writes the pod's files when the agent holds the
+    /// pod's namespaces.
+    pub pod_dir: PathBuf,
 }
 
 /// The configuration file's keys; every one is optional.
@@ -80,6 +83,7 @@ impl AgentConfig {
             container_vsock: false,
             copy_dir: PathBuf::from(GUEST_COPY_DIR),
             etc_dir: PathBuf::from("/etc"),
+            pod_dir: PathBuf::from(protocols::POD_FILES_DIR),
         };
         if let Some(path) = config_file_arg(args)? {
             cfg.apply_file(path)?;
@@ -124,6 +128,7 @@ impl AgentConfig {
     fn set_unix_dir(&mut self, dir: PathBuf) {
         self.copy_dir = dir.join("shared");
         self.etc_dir = dir.join("etc");
+        self.pod_dir = dir.join("pod");
         self.endpoint = Endpoint::Unix { dir };
     }
 
@@ -230,6 +235,7 @@ mod tests {
             container_vsock: false,
             copy_dir: PathBuf::from(GUEST_COPY_DIR),
             etc_dir: PathBuf::from("/etc"),
+            pod_dir: PathBuf::from(protocols::POD_FILES_DIR),
         }
     }
 

@@ -55,6 +55,41 @@ pub fn to_v2(s: &agent::StatsContainerResponse) -> v2::Metrics {
     }
 }
 
+/// A pod's usage: its containers' pids, CPU time and memory summed
+/// (limits are per container and are left out).
+pub fn pod_v2(all: &[agent::StatsContainerResponse]) -> v2::Metrics {
+    let (mut pids, mut cpu, mut mem) = (
+        v2::PidsStat::new(),
+        v2::CPUStat::new(),
+        v2::MemoryStat::new(),
+    );
+    for m in all.iter().map(to_v2) {
+        let (p, c, s) = (
+            m.pids.unwrap_or_default(),
+            m.cpu.unwrap_or_default(),
+            m.memory.unwrap_or_default(),
+        );
+        pids.current += p.current;
+        cpu.usage_usec += c.usage_usec;
+        cpu.user_usec += c.user_usec;
+        cpu.system_usec += c.system_usec;
+        mem.usage += s.usage;
+        mem.anon += s.anon;
+        mem.file += s.file;
+    }
+    v2::Metrics {
+        pids: Some(pids).into(),
+        cpu: Some(cpu).into(),
+        memory: Some(mem).into(),
+        ..Default::default()
+    }
+}
+
+/// [`pod_v2`] packed for SandboxMetrics.
+pub fn pod_to_any(all: &[agent::StatsContainerResponse]) -> std::io::Result<Any> {
+    containerd_shim::util::convert_to_any(Box::new(pod_v2(all))).map_err(std::io::Error::other)
+}
+
 /// memory.current/max/peak and the memory.stat keys, by their v2 names.
 fn memory_v2(mem: agent::MemoryStats) -> v2::MemoryStat {
     let stat = |k: &str| mem.stats.get(k).copied().unwrap_or(0);

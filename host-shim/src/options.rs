@@ -13,6 +13,10 @@ use crate::errors::ShimError;
 
 /// The options type Hull accepts (by its full protobuf name).
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
+/// runc's options, which containerd 2.x's CRI sends by default (with the
+/// sandbox API, whatever the runtime's own options): nothing in them
+/// applies to a VM, so they mean "no Hull options".
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 /// `Options.config_path` (field 2; 1 is type_url, 3 config_body).
 const CONFIG_PATH_FIELD: u32 = 2;
 /// Where the chosen configuration's path is kept in the bundle, for the
@@ -25,6 +29,9 @@ pub fn config_path(options: Option<&Any>) -> Result<Option<PathBuf>, ShimError> 
     let Some(any) = options.filter(|a| !a.type_url.is_empty() || !a.value.is_empty()) else {
         return Ok(None);
     };
+    if any.type_url.ends_with(RUNC_OPTIONS) {
+        return Ok(None);
+    }
     if !any.type_url.ends_with(RUNTIME_OPTIONS) {
         return Err(ShimError::Invalid {
             what: "runtime options",
@@ -34,24 +41,62 @@ pub fn config_path(options: Option<&Any>) -> Result<Option<PathBuf>, ShimError> 
             ),
         });
     }
+    let path = string_field(&any.value, CONFIG_PATH_FIELD, "runtime options")?;
+    Ok(path.filter(|p| !p.is_empty()).map(PathBuf::from))
+}
+
+/// The last value of the string field `field` in the encoded message
+/// `bytes` (other fields skipped); `what` names the message in errors.
+pub fn string_field(
+    bytes: &[u8],
+    field: u32,
+    what: &'static str,
+) -> Result<Option<String>, ShimError> {
+    Ok(string_fields(bytes, field, what)?.pop())
+}
+
+/// Every value of the (repeated) string field `field`.
+pub fn string_fields(
+    bytes: &[u8],
+    field: u32,
+    what: &'static str,
+) -> Result<Vec<String>, ShimError> {
+    bytes_fields(bytes, field, what)?
+        .into_iter()
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| ShimError::Invalid {
+                what,
+                reason: format!("field {field} is not UTF-8"),
+            })
+        })
+        .collect()
+}
+
+/// Every value of the length-delimited field `field` (strings, bytes or
+/// embedded messages), in order.
+pub fn bytes_fields(
+    bytes: &[u8],
+    field: u32,
+    what: &'static str,
+) -> Result<Vec<Vec<u8>>, ShimError> {
     let bad = |e: protobuf::Error| ShimError::Invalid {
-        what: "runtime options",
+        what,
         reason: e.to_string(),
     };
-    let mut input = CodedInputStream::from_bytes(&any.value);
-    let mut path = None;
+    let mut input = CodedInputStream::from_bytes(bytes);
+    let mut found = Vec::new();
     while let Some(tag) = input.read_raw_tag_or_eof().map_err(bad)? {
         let wire = WireType::new(tag & 7).ok_or_else(|| ShimError::Invalid {
-            what: "runtime options",
+            what,
             reason: format!("bad wire type in tag {tag}"),
         })?;
-        if tag >> 3 == CONFIG_PATH_FIELD && wire == WireType::LengthDelimited {
-            path = Some(input.read_string().map_err(bad)?);
+        if tag >> 3 == field && wire == WireType::LengthDelimited {
+            found.push(input.read_bytes().map_err(bad)?);
         } else {
             input.skip_field(wire).map_err(bad)?;
         }
     }
-    Ok(path.filter(|p| !p.is_empty()).map(PathBuf::from))
+    Ok(found)
 }
 
 /// The configuration for a task: its options' ConfigPath, else
@@ -101,13 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn other_option_types_are_refused_by_name() {
+    fn runc_options_mean_none_and_other_types_are_refused_by_name() {
         let runc = Any {
             type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x08, 0x01],
             ..Default::default()
         };
-        let err = config_path(Some(&runc)).unwrap_err().to_string();
-        assert!(err.contains("containerd.runc.v1.Options"), "{err}");
+        assert_eq!(config_path(Some(&runc)).unwrap(), None);
+        let other = Any {
+            type_url: "example.com/gvisor.Options".into(),
+            ..Default::default()
+        };
+        let err = config_path(Some(&other)).unwrap_err().to_string();
+        assert!(err.contains("example.com/gvisor.Options"), "{err}");
     }
 
     #[test]

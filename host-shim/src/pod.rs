@@ -70,6 +70,87 @@ impl Role {
     }
 }
 
+/// The type CRI gives CreateSandbox's options (`runtime.v1.PodSandboxConfig`)
+/// and the fields Hull reads: `hostname` and `dns_config` (`DNSConfig`:
+/// servers, searches, options).
+const POD_CONFIG: &str = "PodSandboxConfig";
+const POD_HOSTNAME_FIELD: u32 = 2;
+const POD_DNS_FIELD: u32 = 4;
+const DNS_SERVERS: u32 = 1;
+const DNS_SEARCHES: u32 = 2;
+const DNS_OPTIONS: u32 = 3;
+
+/// What a pod made through the sandbox API gets from CRI's pod config.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub hostname: String,
+    /// resolv.conf's lines (`nameserver`, `search`, `options`).
+    pub dns: Vec<String>,
+}
+
+/// The pod's hostname and DNS from CreateSandbox's options (CRI's pod
+/// config); empty when the options are not a pod config.
+pub fn pod_identity(
+    options: Option<&protobuf::well_known_types::any::Any>,
+) -> Result<PodIdentity, ShimError> {
+    let Some(any) = options.filter(|a| a.type_url.ends_with(POD_CONFIG)) else {
+        return Ok(PodIdentity::default());
+    };
+    let what = "pod config";
+    let hostname =
+        crate::options::string_field(&any.value, POD_HOSTNAME_FIELD, what)?.unwrap_or_default();
+    let mut dns = Vec::new();
+    if let Some(config) = crate::options::bytes_fields(&any.value, POD_DNS_FIELD, what)?.pop() {
+        let list = |field| crate::options::string_fields(&config, field, what);
+        dns.extend(
+            list(DNS_SERVERS)?
+                .into_iter()
+                .map(|s| format!("nameserver {s}")),
+        );
+        let searches = list(DNS_SEARCHES)?;
+        if !searches.is_empty() {
+            dns.push(format!("search {}", searches.join(" ")));
+        }
+        let options = list(DNS_OPTIONS)?;
+        if !options.is_empty() {
+            dns.push(format!("options {}", options.join(" ")));
+        }
+    }
+    if let Some(bad) = dns.iter().chain([&hostname]).find(|l| l.contains('\n')) {
+        return Err(ShimError::Invalid {
+            what,
+            reason: format!("{bad:?} spans lines"),
+        });
+    }
+    Ok(PodIdentity { hostname, dns })
+}
+
+/// The pod's files the agent wrote (`protocols::POD_FILES_DIR`) bound into
+/// a container of a pod made through the sandbox API, where its spec has
+/// none of its own: CRI binds a sandbox container's files only.
+pub fn bind_pod_files(spec: &mut Spec) -> Result<(), ShimError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let target = Path::new("/etc").join(name);
+        if mounts.iter().any(|m| m.destination() == &target) {
+            continue;
+        }
+        let mount = oci_spec::runtime::MountBuilder::default()
+            .destination(target)
+            .typ("bind")
+            .source(Path::new(protocols::POD_FILES_DIR).join(name))
+            .options(vec!["rbind".to_string(), "rw".to_string()])
+            .build()
+            .map_err(|e| ShimError::Invalid {
+                what: "mounts",
+                reason: e.to_string(),
+            })?;
+        mounts.push(mount);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
 /// The guest path under which the agent finds a container's namespaces
 /// (it resolves it to the container's init): how a pod container joins
 /// the namespaces of the pod's sandbox container inside the VM.
@@ -116,6 +197,48 @@ mod tests {
         );
         assert_eq!(member.grouping("c"), "p");
         assert_eq!(Role::Sandbox.grouping("p"), "p");
+    }
+
+    #[test]
+    fn identity_comes_from_a_cri_pod_config_only() {
+        use protobuf::well_known_types::any::Any;
+        // PodSandboxConfig { metadata (1): {..}, hostname (2): "web-0",
+        //   dns_config (4): { servers: "10.0.0.53", searches: "a.test" } }
+        let dns = [&[0x0a, 0x09][..], b"10.0.0.53", &[0x12, 0x06], b"a.test"].concat();
+        let value = [
+            &[0x0a, 0x02, 0x0a, 0x00][..],
+            &[0x12, 0x05],
+            b"web-0",
+            &[0x22, dns.len() as u8],
+            &dns,
+        ]
+        .concat();
+        let pod = Any {
+            type_url: "runtime.v1.PodSandboxConfig".into(),
+            value: value.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_identity(Some(&pod)).unwrap(),
+            PodIdentity {
+                hostname: "web-0".into(),
+                dns: vec!["nameserver 10.0.0.53".into(), "search a.test".into()],
+            }
+        );
+        let other = Any {
+            type_url: "example.Other".into(),
+            value,
+            ..Default::default()
+        };
+        assert_eq!(pod_identity(Some(&other)).unwrap(), PodIdentity::default());
+        assert_eq!(pod_identity(None).unwrap(), PodIdentity::default());
+        let torn = Any {
+            type_url: "runtime.v1.PodSandboxConfig".into(),
+            value: vec![0x12, 0x09, b'w'],
+            ..Default::default()
+        };
+        let err = pod_identity(Some(&torn)).unwrap_err();
+        assert!(err.to_string().contains("pod config"), "{err}");
     }
 
     #[test]

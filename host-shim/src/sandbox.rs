@@ -74,6 +74,7 @@ impl Sandbox {
         id: &str,
         log: &slog::Logger,
         network: Option<PodNetwork>,
+        pod: Option<&crate::pod::PodIdentity>,
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
         // On any error below, dropping `network` removes its tc rules.
@@ -103,6 +104,11 @@ impl Sandbox {
         let req = agent::CreateSandboxRequest {
             sandbox_id: id.into(),
             storages: vec![shared_storage(cfg.shared_fs.kind)],
+            // The agent holds the pod's namespaces (under the sandbox id)
+            // when no sandbox container will.
+            sandbox_pidns: pod.is_some(),
+            hostname: pod.map(|p| p.hostname.clone()).unwrap_or_default(),
+            dns: pod.map(|p| p.dns.clone()).unwrap_or_default(),
             ..Default::default()
         };
         let sandbox = Sandbox {

@@ -39,6 +39,10 @@ pub const READY_PORT: u32 = 1027;
 pub const DEBUG_CONSOLE_PORT: u32 = 1028;
 /// The line the agent sends on [`READY_PORT`].
 pub const READY_LINE: &str = "READY\n";
+/// Where the agent writes a pod's `hosts`, `hostname` and `resolv.conf`
+/// when it holds the pod's namespaces (no sandbox container); the shim
+/// binds them into the pod's containers.
+pub const POD_FILES_DIR: &str = "/run/hull/pod";
 /// Namespace paths under this prefix name another container's namespaces
 /// in the guest: `<prefix><container id>/ns/<net|ipc|uts|pid|...>`. The
 /// agent resolves them to that container's init, which is how the

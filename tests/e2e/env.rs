@@ -30,6 +30,12 @@ impl Containerd {
         }
     }
 
+    /// Whether its CRI plugin can make a pod through the shim's sandbox
+    /// API (`sandboxer = "shim"`).
+    pub fn has_sandbox_api(self) -> bool {
+        self == Containerd::V2_3
+    }
+
     fn tag(self) -> &'static str {
         match self {
             Containerd::Debian => "16",

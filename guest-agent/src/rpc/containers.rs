@@ -469,7 +469,7 @@ impl Service {
             nix::unistd::sethostname(&req.hostname)
                 .map_err(|e| AgentError::sys("sethostname")(e.into()))?;
         }
-        if !req.dns.is_empty() {
+        if !req.dns.is_empty() && !req.sandbox_pidns {
             write_resolv_conf(&self.0.guest.etc_dir, &req.dns)?;
         }
         for s in &req.storages {
@@ -506,6 +506,36 @@ impl Service {
     }
 }
 
+/// A pod's own `hostname`, `hosts` and `resolv.conf` (the DNS lines), for
+/// its containers when no sandbox container's are bound into them.
+fn write_pod_files(
+    dir: &std::path::Path,
+    hostname: &str,
+    dns: &[String],
+) -> Result<(), AgentError> {
+    if hostname.contains(['\n', ' ', '\t']) {
+        return Err(AgentError::invalid(
+            "hostname",
+            format!("{hostname:?} is not a host name"),
+        ));
+    }
+    write_resolv_conf(dir, dns)?;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}",
+        if hostname.is_empty() {
+            String::new()
+        } else {
+            format!("127.0.1.1\t{hostname}\n")
+        }
+    );
+    for (name, text) in [("hosts", hosts), ("hostname", format!("{hostname}\n"))] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(AgentError::sys(format!("write {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// The sandbox's DNS lines (`nameserver 10.0.0.1`, `search x`) as the
 /// guest's resolv.conf, replaced atomically.
 fn write_resolv_conf(etc_dir: &std::path::Path, lines: &[String]) -> Result<(), AgentError> {
@@ -539,6 +569,7 @@ impl Service {
                 "this VM's pod namespaces already exist".to_string(),
             ));
         }
+        write_pod_files(&self.0.guest.pod_dir, &req.hostname, &req.dns)?;
         let (id, hostname) = (req.sandbox_id.clone(), req.hostname.clone());
         let pod = blocking("pod namespaces", move || {
             PodNamespaces::start(&id, &hostname)

@@ -56,6 +56,7 @@ struct GuestPaths {
     proc_root: PathBuf,
     copy_dir: PathBuf,
     etc_dir: PathBuf,
+    pod_dir: PathBuf,
 }
 
 #[derive(Clone)]
@@ -75,6 +76,7 @@ impl Service {
                 proc_root: PathBuf::from("/proc"),
                 copy_dir: cfg.copy_dir.clone(),
                 etc_dir: cfg.etc_dir.clone(),
+                pod_dir: cfg.pod_dir.clone(),
             },
             log,
             registry: Arc::new(Registry::default()),

@@ -42,7 +42,8 @@ pub async fn serve(flags: &Flags) -> Result<(), LaunchError> {
     let mut server = containerd_shim::protos::ttrpc::r#async::Server::new()
         .add_listener(listener.into_raw_fd())?
         .set_domain_unix()
-        .register_service(create_task(Arc::new(shim.clone())));
+        .register_service(create_task(Arc::new(shim.clone())))
+        .register_service(crate::service::sandbox_services(shim.clone()));
     server.start().await?;
     signal_ready()?;
 

@@ -134,7 +134,7 @@ impl HullShim {
     }
 
     /// The agent's statistics of a running task, and the sandbox it is in.
-    async fn container_stats(
+    pub(super) async fn container_stats(
         &self,
         id: &str,
     ) -> Result<(agent::StatsContainerResponse, Arc<Sandbox>), ShimError> {

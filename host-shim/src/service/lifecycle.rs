@@ -158,15 +158,8 @@ impl HullShim {
         let share = Share::create(&VmPaths::new(&cfg.state_dir, &self.0.id))?;
         share.add_rootfs(bundle_rootfs, &req.id)?;
         share.add_volumes(&mut guest_spec, &req.id)?;
-        let network = match host_netns {
-            Some(netns) => Some(
-                tokio::task::spawn_blocking(move || PodNetwork::attach(&netns))
-                    .await
-                    .map_err(|e| ShimError::io("pod network")(std::io::Error::other(e)))??,
-            ),
-            None => None,
-        };
-        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log, network).await?);
+        let network = attach_network(host_netns).await?;
+        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log, network, None).await?);
         match self.create_in(&sandbox, req, guest_spec).await {
             Ok(stdio) => {
                 *self.0.sandbox.lock().await = Some(sandbox.clone());
@@ -209,6 +202,10 @@ impl HullShim {
         let share = Share::open(&sandbox.paths)?;
         share.add_rootfs(bundle_rootfs, &req.id)?;
         share.add_volumes(&mut guest_spec, &req.id)?;
+        // Guest paths: added after the host volumes are carried in.
+        if self.holds_api_pod() {
+            crate::pod::bind_pod_files(&mut guest_spec)?;
+        }
         let stdio = self.create_in(&sandbox, req, guest_spec).await?;
         Ok(Built {
             sandbox,
@@ -311,6 +308,19 @@ impl HullShim {
             }
         }
     }
+}
+
+/// The pod's network namespace on the host wired to taps for the VM.
+pub(super) async fn attach_network(
+    host_netns: Option<PathBuf>,
+) -> Result<Option<PodNetwork>, ShimError> {
+    let Some(netns) = host_netns else {
+        return Ok(None);
+    };
+    let attached = tokio::task::spawn_blocking(move || PodNetwork::attach(&netns))
+        .await
+        .map_err(|e| ShimError::io("pod network")(std::io::Error::other(e)))??;
+    Ok(Some(attached))
 }
 
 async fn remove_container(sandbox: &Sandbox, id: &str, log: &slog::Logger) {

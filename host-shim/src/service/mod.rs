@@ -31,8 +31,12 @@ use crate::vm::VmPaths;
 mod control;
 mod exec;
 mod lifecycle;
+mod pod_api;
+mod sandbox_api;
 mod task_api;
 mod watch;
+
+pub use sandbox_api::services as sandbox_services;
 
 /// The exit status reported when the VM (or a helper) died under the task.
 pub const VM_DIED_STATUS: u32 = 255;
@@ -46,6 +50,8 @@ struct Inner {
     /// Set by the first task RPC: a daemon nobody calls exits by itself.
     called: AtomicBool,
     sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
+    /// A pod made through containerd's sandbox API.
+    api_pod: Mutex<Option<pod_api::ApiPod>>,
     /// The tasks of this shim: one, or the containers of a pod.
     tasks: Mutex<HashMap<String, Arc<Task>>>,
 }
@@ -87,6 +93,7 @@ impl HullShim {
             publisher,
             called: AtomicBool::new(false),
             sandbox: tokio::sync::Mutex::new(None),
+            api_pod: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
         }))
     }
@@ -112,7 +119,7 @@ impl HullShim {
     }
 
     /// Records a task RPC from containerd (and logs it at debug).
-    fn rpc(&self, name: &'static str) {
+    pub(crate) fn rpc(&self, name: &'static str) {
         self.0.called.store(true, Ordering::SeqCst);
         slog::debug!(self.0.log, "task rpc"; "rpc" => name);
     }

@@ -168,8 +168,9 @@ impl TaskApi for HullShim {
     async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         self.rpc("shutdown");
         // containerd calls Shutdown after every Delete; with a task still
-        // present the shim stays (as runc's does).
-        if self.tasks().is_empty() {
+        // present, or a pod made through the sandbox API, the shim stays
+        // (as runc's does).
+        if self.tasks().is_empty() && !self.holds_api_pod() {
             self.0.exit.signal();
         }
         Ok(api::Empty::new())

@@ -20,7 +20,14 @@ pub(super) fn cri_pod_runs_in_one_vm(env: &Env) -> Result<(), String> {
     let log_dir = env.path(&format!("pods/{name}"));
     let pod = pod_config(&name, &log_dir);
     let pod_id = cri.run_pod(pod.clone(), "hull")?;
-    let result = pod_body(env, &mut cri, &pod_id, &pod, &name);
+    let result = pod_body(
+        env,
+        &mut cri,
+        &pod_id,
+        &pod,
+        &name,
+        SandboxKind::PauseContainer,
+    );
     // The pod goes whatever happened, so a failure does not leak its VM.
     let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
     result?;
@@ -52,12 +59,51 @@ pub(super) fn cri_host_network_pod_is_refused(env: &Env) -> Result<(), String> {
     }
 }
 
+/// containerd 2.x's sandbox API (handler `hull-sandbox`, `sandboxer =
+/// "shim"`): the pod's VM is made at RunPodSandbox with no pause container;
+/// the same pod as above behaves the same, its PID namespace's init is the
+/// agent's namespace holder, not a pause process, and containerd has no
+/// task for the sandbox.
+pub(super) fn cri_sandbox_api_pod_has_no_pause_container(env: &Env) -> Result<(), String> {
+    let mut cri = Cri::connect(&env.sock)?;
+    let name = env.unique("cri-sbapi");
+    let log_dir = env.path(&format!("pods/{name}"));
+    let pod = pod_config(&name, &log_dir);
+    let pod_id = cri.run_pod(pod.clone(), "hull-sandbox")?;
+    let result = pod_body(env, &mut cri, &pod_id, &pod, &name, SandboxKind::SandboxApi)
+        .and_then(|()| no_sandbox_task(env, &pod_id));
+    let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
+    result?;
+    removed?;
+    env.check_no_leaks()
+}
+
+/// How a pod's VM was made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SandboxKind {
+    /// containerd's podsandbox mode: a pause container boots it.
+    PauseContainer,
+    /// containerd's sandbox API: CreateSandbox and StartSandbox.
+    SandboxApi,
+}
+
+/// containerd runs no task for a sandbox made through the sandbox API.
+fn no_sandbox_task(env: &Env, pod_id: &str) -> Result<(), String> {
+    let out = run(env.ctr_in("k8s.io").args(["tasks", "ls", "-q"]))?;
+    let tasks = String::from_utf8_lossy(&out.stdout);
+    if tasks.lines().any(|t| t.trim() == pod_id) {
+        return Err(format!("containerd has a task for the sandbox: {tasks}"));
+    }
+    Ok(())
+}
+
 fn pod_body(
     env: &Env,
     cri: &mut Cri,
     pod_id: &str,
     pod: &k8s_cri::v1::PodSandboxConfig,
     name: &str,
+    kind: SandboxKind,
 ) -> Result<(), String> {
     let vms = pod_vms(env, pod_id);
     if vms != 1 {
@@ -121,11 +167,24 @@ fn pod_body(
     if (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code) != (b"out\n", b"err\n", 3) {
         return Err(format!("ExecSync returned {out:?}"));
     }
-    let ps = cri.exec_sync(&server, &["ps", "-o", "args"])?;
-    if !String::from_utf8_lossy(&ps.stdout).contains("sleep 2147483647") {
-        return Err(format!(
-            "the pod's PID namespace does not show its pause process: {ps:?}"
-        ));
+    let ps = cri.exec_sync(&server, &["ps", "-o", "pid,args"])?;
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    let has_pause = ps.contains("sleep 2147483647");
+    let held_by_agent = ps
+        .lines()
+        .any(|l| l.trim().starts_with("1 ") && l.contains("pod-namespaces"));
+    match kind {
+        SandboxKind::PauseContainer if !has_pause => {
+            return Err(format!(
+                "the pod's PID namespace does not show its pause process:\n{ps}"
+            ))
+        }
+        SandboxKind::SandboxApi if has_pause || !held_by_agent => {
+            return Err(format!(
+                "the pod's PID namespace should have the agent's holder as init and no pause:\n{ps}"
+            ))
+        }
+        _ => {}
     }
     let resolv = cri.exec_sync(&client, &["cat", "/etc/resolv.conf"])?;
     let hosts = cri.exec_sync(&client, &["cat", "/etc/hosts"])?;

@@ -28,10 +28,17 @@ type Case = fn(&Env) -> Result<(), String>;
 pub enum Scope {
     Every,
     First,
+    /// Every containerd with the sandbox API (2.x).
+    SandboxApi,
 }
 
 pub const ALL: &[(&str, Case, Scope)] = &[
     ("runs_in_its_own_vm", runs_in_its_own_vm, Scope::Every),
+    (
+        "cri_sandbox_api_pod_has_no_pause_container",
+        cri_sandbox_api_pod_has_no_pause_container,
+        Scope::SandboxApi,
+    ),
     (
         "agent_api_answers_in_the_vm",
         agent_api_answers_in_the_vm,
