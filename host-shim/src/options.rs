@@ -104,6 +104,22 @@ pub fn bytes_fields(
 pub fn config_for_task(options: Option<&Any>, bundle: &Path) -> Result<HullConfig, ShimError> {
     let path = config_path(options)?.unwrap_or_else(HullConfig::path);
     let cfg = HullConfig::load(&path)?;
+    record_config_path(bundle, &path)?;
+    Ok(cfg)
+}
+
+/// The configuration for a sandbox made through the sandbox API: the one
+/// `start` recorded from the runtime's options, else as for a task.
+pub fn config_for_sandbox(bundle: &Path) -> Result<HullConfig, ShimError> {
+    let path = recorded_config_path(bundle);
+    let cfg = HullConfig::load(&path)?;
+    record_config_path(bundle, &path)?;
+    Ok(cfg)
+}
+
+/// Records the configuration path in the bundle (for `delete`, and for a
+/// sandbox's CreateSandbox).
+pub fn record_config_path(bundle: &Path, path: &Path) -> Result<(), ShimError> {
     std::fs::write(
         bundle.join(BUNDLE_RECORD),
         path.as_os_str().as_encoded_bytes(),
@@ -111,8 +127,7 @@ pub fn config_for_task(options: Option<&Any>, bundle: &Path) -> Result<HullConfi
     .map_err(ShimError::io(format!(
         "record the configuration path in {}",
         bundle.display()
-    )))?;
-    Ok(cfg)
+    )))
 }
 
 /// The configuration a task was created with (run from its bundle).

@@ -47,6 +47,23 @@ impl StartForm {
         }
     }
 
+    /// The runtime options containerd gave `start`: the `Any` on stdin
+    /// (before 2.3), or the parameters' extensions (2.3 and later).
+    pub fn runtime_options(&self, stdin: &[u8]) -> Vec<protobuf::well_known_types::any::Any> {
+        match self {
+            StartForm::Bootstrap(p) => p
+                .extensions
+                .iter()
+                .filter_map(|e| e.value.as_ref().cloned())
+                .collect(),
+            StartForm::Legacy => protobuf::well_known_types::any::Any::parse_from_bytes(stdin)
+                .ok()
+                .filter(|a| !a.type_url.is_empty())
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// What `start` writes to stdout for the daemon at `address`.
     pub fn answer(&self, address: &str) -> Result<Vec<u8>, protobuf::Error> {
         match self {
@@ -107,6 +124,7 @@ mod tests {
         .unwrap();
         for stdin in [&options[..], b""] {
             let form = StartForm::of(stdin, "c1", "default");
+            assert_eq!(form.runtime_options(stdin).len(), stdin.len().min(1));
             assert_eq!(form, StartForm::Legacy);
             assert_eq!(form.answer("unix:///s/x").unwrap(), b"unix:///s/x");
         }

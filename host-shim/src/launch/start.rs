@@ -27,6 +27,14 @@ pub async fn run(flags: &Flags) -> Result<(), LaunchError> {
         _ => flags.address.clone(),
     };
     let bundle = std::env::current_dir().map_err(LaunchError::io("the bundle (cwd)"))?;
+    // A sandbox made through the sandbox API gets no options later: its
+    // configuration is the one named now.
+    for options in form.runtime_options(&stdin) {
+        if let Ok(Some(path)) = crate::options::config_path(Some(&options)) {
+            crate::options::record_config_path(&bundle, &path)
+                .map_err(|e| LaunchError::Args(e.to_string()))?;
+        }
+    }
     let grouping = Role::of_bundle(&bundle).grouping(&flags.id);
     let address = containerd_shim::socket_address(&grpc_address, &flags.namespace, &grouping);
     let socket = socket_path(&address);

@@ -67,7 +67,7 @@ impl HullShim {
             )));
         }
         let bundle = PathBuf::from(&req.bundle_path);
-        let cfg = crate::options::config_for_task(None, &bundle)?;
+        let cfg = crate::options::config_for_sandbox(&bundle)?;
         let identity = crate::pod::pod_identity(req.options.as_ref())?;
         let netns = Some(PathBuf::from(&req.netns_path)).filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = netns.as_ref().filter(|p| !p.exists()) {

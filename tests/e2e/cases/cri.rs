@@ -87,6 +87,24 @@ enum SandboxKind {
     SandboxApi,
 }
 
+/// The sandbox API as containerd's controller calls it: the pod is ready,
+/// answers a ping, and SandboxMetrics reports its usage as cgroup v2
+/// metrics under its id. (CRI's PodSandboxStats reads a host cgroup
+/// instead, which a pod without `cgroup_parent` has not.)
+fn pod_usage_is_reported(env: &Env, pod_id: &str) -> Result<(), String> {
+    let (state, id, data) = crate::shim::sandbox_api_view(env, pod_id)?;
+    println!("    sandbox API: {state}, SandboxMetrics for {id}: {data}");
+    if state != "SANDBOX_READY"
+        || id != pod_id
+        || !data.ends_with("io.containerd.cgroups.v2.Metrics")
+    {
+        return Err(format!(
+            "sandbox API: state {state}, metrics id {id}, data {data}"
+        ));
+    }
+    Ok(())
+}
+
 /// containerd runs no task for a sandbox made through the sandbox API.
 fn no_sandbox_task(env: &Env, pod_id: &str) -> Result<(), String> {
     let out = run(env.ctr_in("k8s.io").args(["tasks", "ls", "-q"]))?;
@@ -148,6 +166,9 @@ fn pod_body(
     )?;
     if !log.contains("stdout F listening") {
         return Err(format!("server log lacks its first line:\n{log}"));
+    }
+    if kind == SandboxKind::SandboxApi {
+        pod_usage_is_reported(env, pod_id)?;
     }
     let ip = cri
         .pod_status(pod_id)?
