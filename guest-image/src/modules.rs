@@ -22,6 +22,9 @@ pub const REQUIRED: &[&str] = &[
     "overlay",
     "virtio_blk",
     "virtio_net",
+    // A privileged container managing a bridge (`brctl addbr`, `ip link
+    // add type bridge`), as it can on a host; until modules load on demand.
+    "bridge",
 ];
 
 /// Parsed `modules.dep`: module name -> (path, dependency paths).

@@ -78,6 +78,48 @@ pub(super) fn cri_sandbox_api_pod_has_no_pause_container(env: &Env) -> Result<()
     env.check_no_leaks()
 }
 
+/// Makes a bridge, shows it up, and removes it again.
+const BRIDGE_SCRIPT: &str = "brctl addbr hullbr0 && ip link set hullbr0 up && \
+    ip -o link show hullbr0 && ip link set hullbr0 down && brctl delbr hullbr0";
+
+/// A privileged CRI container that makes a bridge, brings it up and
+/// removes it: runc's does, in the same containerd, and so does Hull's
+/// (the guest has the bridge module).
+pub(super) fn cri_privileged_container_manages_a_bridge(env: &Env) -> Result<(), String> {
+    let mut cri = Cri::connect(&env.sock)?;
+    for handler in ["runc", "hull"] {
+        let name = env.unique(&format!("bridge-{handler}"));
+        let mut pod = pod_config(&name, &env.path(&format!("pods/{name}")));
+        if let Some(ctx) = pod.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            ctx.privileged = true;
+        }
+        let pod_id = cri.run_pod(pod.clone(), handler)?;
+        let made = (|| {
+            let mut c = container_config("br", NamespaceMode::Container, &["sleep", "1000"]);
+            if let Some(ctx) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+                ctx.privileged = true;
+            }
+            let id = cri.create_container(&pod_id, &pod, c)?;
+            cri.start_container(&id)?;
+            let out = cri.exec_sync(&id, &["sh", "-c", BRIDGE_SCRIPT])?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.exit_code != 0 || !text.contains("hullbr0") {
+                return Err(format!("{handler}: exit {}: {text}", out.exit_code));
+            }
+            println!("    {handler}: {}", text.lines().next().unwrap_or_default());
+            Ok(())
+        })();
+        let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
+        made?;
+        removed?;
+    }
+    env.check_no_leaks()
+}
+
 /// How a pod's VM was made.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SandboxKind {

@@ -35,6 +35,11 @@ pub enum Scope {
 pub const ALL: &[(&str, Case, Scope)] = &[
     ("runs_in_its_own_vm", runs_in_its_own_vm, Scope::Every),
     (
+        "cri_privileged_container_manages_a_bridge",
+        cri_privileged_container_manages_a_bridge,
+        Scope::Every,
+    ),
+    (
         "cri_sandbox_api_pod_has_no_pause_container",
         cri_sandbox_api_pod_has_no_pause_container,
         Scope::SandboxApi,
