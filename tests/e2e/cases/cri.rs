@@ -15,20 +15,17 @@ use crate::cri::{container_config, pod_config, Cri};
 /// ExecSync returns both streams and the exit code; container logs reach
 /// the CRI log file; stop and remove leave nothing behind.
 pub(super) fn cri_pod_runs_in_one_vm(env: &Env) -> Result<(), String> {
+    pod_case(env, "cri-pod", "hull", SandboxKind::PauseContainer)
+}
+
+/// The pod case in a new pod of runtime handler `handler`; the pod goes
+/// whatever happened, so a failure does not leak its VM.
+fn pod_case(env: &Env, prefix: &str, handler: &str, kind: SandboxKind) -> Result<(), String> {
     let mut cri = Cri::connect(&env.sock)?;
-    let name = env.unique("cri-pod");
-    let log_dir = env.path(&format!("pods/{name}"));
-    let pod = pod_config(&name, &log_dir);
-    let pod_id = cri.run_pod(pod.clone(), "hull")?;
-    let result = pod_body(
-        env,
-        &mut cri,
-        &pod_id,
-        &pod,
-        &name,
-        SandboxKind::PauseContainer,
-    );
-    // The pod goes whatever happened, so a failure does not leak its VM.
+    let name = env.unique(prefix);
+    let pod = pod_config(&name, &env.path(&format!("pods/{name}")));
+    let pod_id = cri.run_pod(pod.clone(), handler)?;
+    let result = pod_body(env, &mut cri, &pod_id, &pod, &name, kind);
     let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
     result?;
     removed?;
@@ -65,17 +62,7 @@ pub(super) fn cri_host_network_pod_is_refused(env: &Env) -> Result<(), String> {
 /// agent's namespace holder, not a pause process, and containerd has no
 /// task for the sandbox.
 pub(super) fn cri_sandbox_api_pod_has_no_pause_container(env: &Env) -> Result<(), String> {
-    let mut cri = Cri::connect(&env.sock)?;
-    let name = env.unique("cri-sbapi");
-    let log_dir = env.path(&format!("pods/{name}"));
-    let pod = pod_config(&name, &log_dir);
-    let pod_id = cri.run_pod(pod.clone(), "hull-sandbox")?;
-    let result = pod_body(env, &mut cri, &pod_id, &pod, &name, SandboxKind::SandboxApi)
-        .and_then(|()| no_sandbox_task(env, &pod_id));
-    let removed = cri.stop_pod(&pod_id).and_then(|()| cri.remove_pod(&pod_id));
-    result?;
-    removed?;
-    env.check_no_leaks()
+    pod_case(env, "cri-sbapi", "hull-sandbox", SandboxKind::SandboxApi)
 }
 
 /// Makes a bridge, shows it up, and removes it again.
@@ -210,6 +197,7 @@ fn pod_body(
         return Err(format!("server log lacks its first line:\n{log}"));
     }
     if kind == SandboxKind::SandboxApi {
+        no_sandbox_task(env, pod_id)?;
         pod_usage_is_reported(env, pod_id)?;
     }
     let ip = cri
