@@ -36,6 +36,11 @@ impl HullShim {
         &self,
         req: api::CreateTaskRequest,
     ) -> Result<api::CreateTaskResponse, ShimError> {
+        // Held until the task is recorded: a racing create of the same id
+        // is refused here.
+        let _claim = self.0.claims.claim(&req.id).ok_or_else(|| {
+            ShimError::AlreadyExists(format!("task {:?} (its create is under way)", req.id))
+        })?;
         if self.tasks().contains_key(&req.id) {
             return Err(ShimError::AlreadyExists(format!("task {:?}", req.id)));
         }
@@ -149,9 +154,10 @@ impl HullShim {
         mut guest_spec: oci_spec::runtime::Spec,
         host_netns: Option<PathBuf>,
     ) -> Result<Built, ShimError> {
-        if self.0.sandbox.lock().await.is_some() {
+        let booting = self.0.claims.claim(super::claims::VM_BOOT);
+        if booting.is_none() || self.0.sandbox.lock().await.is_some() {
             return Err(ShimError::FailedPrecondition(format!(
-                "shim {:?} already runs a VM; {:?} is not a container of its pod",
+                "shim {:?} already runs (or boots) a VM; {:?} is not a container of its pod",
                 self.0.id, req.id
             )));
         }

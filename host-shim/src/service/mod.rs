@@ -28,6 +28,7 @@ use crate::share::Share;
 use crate::task::Task;
 use crate::vm::VmPaths;
 
+mod claims;
 mod control;
 mod exec;
 mod lifecycle;
@@ -50,6 +51,8 @@ struct Inner {
     /// Set by the first task RPC: a daemon nobody calls exits by itself.
     called: AtomicBool,
     sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
+    /// Creates and the VM boot under way.
+    claims: claims::Claims,
     /// A pod made through containerd's sandbox API.
     api_pod: Mutex<Option<pod_api::ApiPod>>,
     /// The tasks of this shim: one, or the containers of a pod.
@@ -93,6 +96,7 @@ impl HullShim {
             publisher,
             called: AtomicBool::new(false),
             sandbox: tokio::sync::Mutex::new(None),
+            claims: claims::Claims::default(),
             api_pod: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
         }))
@@ -175,6 +179,14 @@ impl HullShim {
         }
         let sandbox = self.sandbox().await?;
         let _order = task.init.lifecycle.lock().await;
+        // Checked again in order: of two racing starts, one starts.
+        if task.init.status() != Status::CREATED {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {:?} is {:?}, not created",
+                req.id,
+                task.init.status()
+            )));
+        }
         let start = agent::StartContainerRequest {
             container_id: req.id.clone(),
             ..Default::default()

@@ -108,6 +108,9 @@ impl HullShim {
             }
             (pod.cfg.clone(), pod.netns.clone(), pod.guest.clone())
         };
+        let _booting = self.0.claims.claim(super::claims::VM_BOOT).ok_or_else(|| {
+            ShimError::FailedPrecondition(format!("sandbox {:?} is starting", req.sandbox_id))
+        })?;
         let sandbox = self.boot_pod(&cfg, netns, &guest).await?;
         let created_at = Timestamp::now();
         if let Some(pod) = self.api_pod().as_mut() {
