@@ -221,14 +221,19 @@ impl HullShim {
     }
 
     /// Creates the container in the guest and connects its stdio; a
-    /// container whose stdio cannot be connected is removed again.
+    /// container whose create failed (it may exist all the same, when the
+    /// call timed out) or whose stdio cannot be connected is removed again,
+    /// so a pod's VM keeps nothing of it.
     async fn create_in(
         &self,
         sandbox: &Sandbox,
         req: &api::CreateTaskRequest,
         guest_spec: oci_spec::runtime::Spec,
     ) -> Result<ProcessStdio, ShimError> {
-        sandbox.create_container(&req.id, guest_spec).await?;
+        if let Err(e) = sandbox.create_container(&req.id, guest_spec).await {
+            remove_container(sandbox, &req.id, &self.0.log).await;
+            return Err(e);
+        }
         let stdio = ProcessStdio::attach(
             sandbox.vsock.as_ref(),
             &req.id,
@@ -336,7 +341,10 @@ async fn remove_container(sandbox: &Sandbox, id: &str, log: &slog::Logger) {
         ..Default::default()
     };
     let a = &sandbox.agent;
-    if let Err(e) = a.agent.remove_container(a.ctx(), &rm).await {
-        slog::warn!(log, "RemoveContainer failed"; "container" => id, "error" => %e);
+    match a.agent.remove_container(a.ctx(), &rm).await {
+        Ok(_) => {}
+        // Nothing of it in the guest: nothing to remove.
+        Err(ttrpc::Error::RpcStatus(s)) if s.code() == ttrpc::Code::NOT_FOUND => {}
+        Err(e) => slog::warn!(log, "RemoveContainer failed"; "container" => id, "error" => %e),
     }
 }
