@@ -270,6 +270,46 @@ async fn oom_kill_is_reported_by_the_long_poll() {
     assert_eq!(event.container_id, "o");
 }
 
+/// A GetOOMEvent poll whose caller went away (a client, agentctl say,
+/// that long-polled and closed its connection) ends there, so the next OOM
+/// event goes to the next poll instead of being answered to nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_oom_poll_does_not_take_the_next_event() {
+    let a = Agent::start().await;
+    {
+        let sock = a.dir.path().join("agent.sock");
+        let other = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+            .await
+            .expect("second client");
+        let agent = protocols::agent_ttrpc::AgentServiceClient::new(other);
+        let req = agent::GetOOMEventRequest::default();
+        let poll = agent.get_oom_event(long_poll(), &req);
+        let gave_up = tokio::time::timeout(Duration::from_millis(500), poll).await;
+        assert!(gave_up.is_err(), "no OOM yet, but {gave_up:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut spec = a.spec("o2", &["sh", "-c", "sleep 1; tail /dev/zero"]);
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"memory": {"limit": 16777216, "swap": 16777216}}"#)
+            .expect("resources");
+    let mut linux = spec.linux().clone().expect("linux");
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    a.create("o2", &spec).await.expect("create");
+    let event = tokio::spawn({
+        let agent = a.agent.clone();
+        async move { agent.get_oom_event(long_poll(), &Default::default()).await }
+    });
+    a.start_container("o2").await.expect("start");
+    assert_eq!(a.wait("o2", "").await.expect("wait"), 137);
+    let event = tokio::time::timeout(Duration::from_secs(10), event)
+        .await
+        .expect("the OOM event went to the abandoned poll")
+        .expect("join")
+        .expect("GetOOMEvent");
+    assert_eq!(event.container_id, "o2");
+}
+
 /// A slow RPC never holds up another: with a storage mount waiting for a
 /// device that never comes, long polls pending, and many health checks in
 /// flight, kill and wait still answer at once.
