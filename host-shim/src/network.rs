@@ -86,6 +86,9 @@ fn netlink(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkErr
     move |source| NetworkError::Netlink { op, source }
 }
 
+/// How the names of Hull's taps end.
+const TAP_SUFFIX: &str = "_hull";
+
 impl PodNetwork {
     /// Wires every non-loopback interface of `netns` to a new tap. Undone
     /// (tc rules removed, taps closed) if any step fails.
@@ -106,7 +109,7 @@ impl PodNetwork {
                 .collect();
             let mut endpoints = Vec::new();
             for link in &ether_interfaces(&h, &links).await? {
-                let tap = format!("tap{}_hull", endpoints.len());
+                let tap = format!("tap{}{TAP_SUFFIX}", endpoints.len());
                 match wire(&h, link, &tap).await {
                     Ok(endpoint) => endpoints.push(endpoint),
                     Err(e) => {
@@ -150,6 +153,29 @@ impl PodNetwork {
             Ok(())
         });
     }
+}
+
+/// Removes what a shim that died left in the pod namespace `netns`: the
+/// ingress rules on its interfaces (the shim wires every one) and any tap
+/// of Hull's still there.
+pub fn unwire_namespace(netns: &Path) -> Result<(), NetworkError> {
+    in_namespace(netns, |h| async move {
+        let links: Vec<LinkMessage> = h
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink("list links"))?;
+        for link in &links {
+            if link_name(link).ends_with(TAP_SUFFIX) {
+                let _ = h.link().del(link.header.index).execute().await;
+            } else if link.header.link_layer_type == LinkLayerType::Ether {
+                let _ = del_ingress(&h, link.header.index).await;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Runs `work` with an rtnetlink handle inside the network namespace at

@@ -61,6 +61,25 @@ impl Role {
             .unwrap_or(Role::Standalone)
     }
 
+    /// The pod network namespace on the host that the container's VM was
+    /// wired to (its spec's network namespace path), for a container that
+    /// boots a VM; none for a pod's other containers or an unreadable spec.
+    pub fn host_netns_of_bundle(bundle: &Path) -> Option<std::path::PathBuf> {
+        let spec = Spec::load(bundle.join("config.json")).ok()?;
+        let role = Role::of(&spec.annotations().clone().unwrap_or_default()).ok()?;
+        if matches!(role, Role::Member { .. }) {
+            return None;
+        }
+        spec.linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Network)?
+            .path()
+            .clone()
+    }
+
     /// The id that groups containers into one shim (and one VM).
     pub fn grouping(&self, container_id: &str) -> String {
         match self {

@@ -81,6 +81,13 @@ pub fn cleanup_dead_shim(id: &str, bundle: &Path) {
         share.remove_container(id);
     }
     rootfs::unmount_bundle_rootfs(bundle);
+    // The shim that wired the pod's interfaces may have died with its
+    // rules in place (kill -9).
+    if let Some(netns) = Role::host_netns_of_bundle(bundle).filter(|p| p.exists()) {
+        if let Err(e) = crate::network::unwire_namespace(&netns) {
+            eprintln!("pod network {}: {e}", netns.display());
+        }
+    }
     if let (Some(share), false) = (share, matches!(role, Role::Member { .. })) {
         let _ = share.remove();
     }

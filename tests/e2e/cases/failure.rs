@@ -69,9 +69,46 @@ fn kill_and_time(
 pub(super) fn dead_shim_leaves_nothing_behind(env: &Env) -> Result<(), String> {
     let id = env.unique("dead-shim");
     let child = run_sleeping(env, &id)?;
+    kill_shim_of(env, &id, child)?;
+    env.check_no_leaks()
+}
+
+/// The same with the task in a pod network namespace (`--with-ns`, as CNI
+/// leaves one): the mirror rules the shim put on its interfaces go too,
+/// though the shim that made them is dead.
+pub(super) fn dead_shim_leaves_no_tc_rules(env: &Env) -> Result<(), String> {
+    let pair = super::network::VethPair::create(env)?;
+    let id = env.unique("dead-shim-net");
+    let netns = format!("network:/var/run/netns/{}", pair.pod);
+    let child = env
+        .run_with(&id, &["--with-ns", &netns], &["sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_running(env, &id)?;
+    let wired = pair.tc_rules()?;
+    if !wired.contains("ingress") {
+        return Err(format!(
+            "the running pod's interfaces are not wired: {wired}"
+        ));
+    }
+    kill_shim_of(env, &id, child)?;
+    let left = pair.tc_rules()?;
+    if left.contains("ingress") {
+        return Err(format!(
+            "left in the pod namespace after the shim died:\n{left}"
+        ));
+    }
+    env.check_no_leaks()
+}
+
+/// kill -9 of task `id`'s shim; `ctr run` (`child`) must fail, and the
+/// container is deleted.
+fn kill_shim_of(env: &Env, id: &str, child: std::process::Child) -> Result<(), String> {
     let shim = Env::processes_with("containerd-shim-hull-v2")
         .into_iter()
-        .find(|p| p.contains(&format!("-id {id}")))
+        .find(|p| p.contains(&format!("-id {id} ")))
         .and_then(|p| p.split_whitespace().next().map(str::to_string))
         .ok_or(format!("no shim process for {id}"))?;
     let killed = Instant::now();
@@ -85,8 +122,8 @@ pub(super) fn dead_shim_leaves_nothing_behind(env: &Env) -> Result<(), String> {
     if o.status.success() {
         return Err("ctr run reported success for a task whose shim was killed".into());
     }
-    let _ = run(env.ctr().args(["container", "delete", &id]));
-    env.check_no_leaks()
+    let _ = run(env.ctr().args(["container", "delete", id]));
+    Ok(())
 }
 
 /// A VM that stops answering (QEMU frozen with SIGSTOP: alive, useless)

@@ -209,6 +209,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::Every,
     ),
     (
+        "dead_shim_leaves_no_tc_rules",
+        dead_shim_leaves_no_tc_rules,
+        Scope::First,
+    ),
+    (
         "planted_symlinks_do_not_redirect_the_share",
         planted_symlinks_do_not_redirect_the_share,
         Scope::First,

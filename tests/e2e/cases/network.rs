@@ -12,13 +12,13 @@ use crate::env::{finish, run, Env, CMD_TIMEOUT};
 /// Two namespaces joined by two veths: `pod` has eth0 (10.241.1.2/24,
 /// default route via the peer) and eth1 (10.241.2.2/24), and a permanent
 /// ARP entry; `peer` has 10.241.1.1 and 10.241.2.1. Deleted on drop.
-struct VethPair {
-    pod: String,
+pub(super) struct VethPair {
+    pub(super) pod: String,
     peer: String,
 }
 
 impl VethPair {
-    fn create(env: &Env) -> Result<VethPair, String> {
+    pub(super) fn create(env: &Env) -> Result<VethPair, String> {
         let pair = VethPair {
             pod: env.unique("hull-pod"),
             peer: env.unique("hull-peer"),
@@ -49,6 +49,19 @@ impl VethPair {
                 .map_err(|e| format!("ip {args}: {e}"))?;
         }
         Ok(pair)
+    }
+
+    /// The pod namespace's qdiscs and filters, as `tc` shows them.
+    pub(super) fn tc_rules(&self) -> Result<String, String> {
+        let o = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.pod,
+            "sh",
+            "-c",
+            "tc qdisc show; tc filter show dev eth0 ingress",
+        ]))?;
+        Ok(stdout(&o))
     }
 
     fn in_peer(&self, script: &str) -> Command {
