@@ -220,7 +220,19 @@ impl Service {
             rustjail::container::create(&cmd, config, stdio)
         })
         .await??;
-        let io = process_io(pipes, &mut created)?;
+        let io = match process_io(pipes, &mut created) {
+            Ok(io) => io,
+            Err(e) => {
+                // The init waits for its start in its cgroup: both go.
+                let _ = nix::sys::signal::kill(created.pid, Signal::SIGKILL);
+                let cg = created.cgroup;
+                if let Ok(Err(left)) = blocking("remove cgroup", move || cg.discard()).await {
+                    slog::warn!(self.0.log, "container cgroup left behind";
+                        "container" => &req.container_id, "error" => %left);
+                }
+                return Err(e);
+            }
+        };
         let pid = created.pid.as_raw();
         let exec_id = if req.exec_id.is_empty() {
             req.container_id.clone()
@@ -331,7 +343,19 @@ impl Service {
             rustjail::container::exec(&cmd, config, &cgroup, stdio)
         })
         .await??;
-        let io = process_io(pipes, &mut created)?;
+        let io = match process_io(pipes, &mut created) {
+            Ok(io) => io,
+            Err(e) => {
+                // The init waits for its start in its cgroup: both go.
+                let _ = nix::sys::signal::kill(created.pid, Signal::SIGKILL);
+                let cg = created.cgroup;
+                if let Ok(Err(left)) = blocking("remove cgroup", move || cg.discard()).await {
+                    slog::warn!(self.0.log, "container cgroup left behind";
+                        "container" => &req.container_id, "error" => %left);
+                }
+                return Err(e);
+            }
+        };
         let pid = created.pid.as_raw();
         // The reaper keeps an early exit until it is watched.
         blocking("start exec task", move || created.start()).await??;
