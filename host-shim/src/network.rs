@@ -96,13 +96,7 @@ impl PodNetwork {
         let net = in_namespace(netns, |h| async move {
             // Listed once, before any tap exists: the taps carry no routes
             // or neighbours, so the names map needs only these.
-            let links: Vec<LinkMessage> = h
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(netlink("list links"))?;
+            let links = list_links(&h).await?;
             let names: HashMap<u32, String> = links
                 .iter()
                 .map(|l| (l.header.index, link_name(l)))
@@ -160,13 +154,7 @@ impl PodNetwork {
 /// of Hull's still there.
 pub fn unwire_namespace(netns: &Path) -> Result<(), NetworkError> {
     in_namespace(netns, |h| async move {
-        let links: Vec<LinkMessage> = h
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(netlink("list links"))?;
+        let links = list_links(&h).await?;
         for link in &links {
             if link_name(link).ends_with(TAP_SUFFIX) {
                 let _ = h.link().del(link.header.index).execute().await;
@@ -176,6 +164,16 @@ pub fn unwire_namespace(netns: &Path) -> Result<(), NetworkError> {
         }
         Ok(())
     })
+}
+
+/// Every link of the handle's namespace.
+async fn list_links(h: &Handle) -> Result<Vec<LinkMessage>, NetworkError> {
+    h.link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("list links"))
 }
 
 /// Runs `work` with an rtnetlink handle inside the network namespace at

@@ -245,29 +245,35 @@ async fn pause_resume_update_and_remove_of_a_paused_container() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oom_kill_is_reported_by_the_long_poll() {
-    let a = Agent::start().await;
-    let mut spec = a.spec("o", &["sh", "-c", "sleep 1; tail /dev/zero"]);
+/// Runs container `id` into its 16 MiB memory limit with a GetOOMEvent
+/// long poll pending: the poll returns `id` once the kill (exit 137) is in.
+async fn oom_kill_reaches_the_next_poll(a: &Agent, id: &str) {
+    let mut spec = a.spec(id, &["sh", "-c", "sleep 1; tail /dev/zero"]);
     let resources: oci_spec::runtime::LinuxResources =
         serde_json::from_str(r#"{"memory": {"limit": 16777216, "swap": 16777216}}"#)
             .expect("resources");
     let mut linux = spec.linux().clone().expect("linux");
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
-    a.create("o", &spec).await.expect("create");
+    a.create(id, &spec).await.expect("create");
     let event = tokio::spawn({
         let agent = a.agent.clone();
         async move { agent.get_oom_event(long_poll(), &Default::default()).await }
     });
-    a.start_container("o").await.expect("start");
-    assert_eq!(a.wait("o", "").await.expect("wait"), 137);
+    a.start_container(id).await.expect("start");
+    assert_eq!(a.wait(id, "").await.expect("wait"), 137);
     let event = tokio::time::timeout(Duration::from_secs(10), event)
         .await
-        .expect("OOM event within 10 s")
+        .expect("no OOM event reached the poll within 10 s")
         .expect("join")
         .expect("GetOOMEvent");
-    assert_eq!(event.container_id, "o");
+    assert_eq!(event.container_id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_kill_is_reported_by_the_long_poll() {
+    let a = Agent::start().await;
+    oom_kill_reaches_the_next_poll(&a, "o").await;
 }
 
 /// A GetOOMEvent poll whose caller went away (a client, agentctl say,
@@ -288,26 +294,7 @@ async fn an_abandoned_oom_poll_does_not_take_the_next_event() {
         assert!(gave_up.is_err(), "no OOM yet, but {gave_up:?}");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut spec = a.spec("o2", &["sh", "-c", "sleep 1; tail /dev/zero"]);
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_str(r#"{"memory": {"limit": 16777216, "swap": 16777216}}"#)
-            .expect("resources");
-    let mut linux = spec.linux().clone().expect("linux");
-    linux.set_resources(Some(resources));
-    spec.set_linux(Some(linux));
-    a.create("o2", &spec).await.expect("create");
-    let event = tokio::spawn({
-        let agent = a.agent.clone();
-        async move { agent.get_oom_event(long_poll(), &Default::default()).await }
-    });
-    a.start_container("o2").await.expect("start");
-    assert_eq!(a.wait("o2", "").await.expect("wait"), 137);
-    let event = tokio::time::timeout(Duration::from_secs(10), event)
-        .await
-        .expect("the OOM event went to the abandoned poll")
-        .expect("join")
-        .expect("GetOOMEvent");
-    assert_eq!(event.container_id, "o2");
+    oom_kill_reaches_the_next_poll(&a, "o2").await;
 }
 
 /// A slow RPC never holds up another: with a storage mount waiting for a

@@ -346,13 +346,9 @@ impl Service {
         let io = match process_io(pipes, &mut created) {
             Ok(io) => io,
             Err(e) => {
-                // The init waits for its start in its cgroup: both go.
+                // The process waits for its start; the container's cgroup,
+                // which it shares, stays.
                 let _ = nix::sys::signal::kill(created.pid, Signal::SIGKILL);
-                let cg = created.cgroup;
-                if let Ok(Err(left)) = blocking("remove cgroup", move || cg.discard()).await {
-                    slog::warn!(self.0.log, "container cgroup left behind";
-                        "container" => &req.container_id, "error" => %left);
-                }
                 return Err(e);
             }
         };
