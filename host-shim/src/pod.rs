@@ -55,19 +55,22 @@ impl Role {
     /// The role of the container whose bundle is `bundle` (Standalone
     /// when its spec cannot be read: the create that follows says why).
     pub fn of_bundle(bundle: &Path) -> Role {
-        Spec::load(bundle.join("config.json"))
-            .ok()
-            .and_then(|s| Role::of(&s.annotations().clone().unwrap_or_default()).ok())
+        bundle_spec(bundle)
+            .map(|s| Role::of_spec(&s))
             .unwrap_or(Role::Standalone)
     }
 
+    /// The role `spec`'s annotations give (Standalone when they are bad:
+    /// the create that follows says why).
+    pub fn of_spec(spec: &Spec) -> Role {
+        Role::of(&spec.annotations().clone().unwrap_or_default()).unwrap_or(Role::Standalone)
+    }
+
     /// The pod network namespace on the host that the container's VM was
-    /// wired to (its spec's network namespace path), for a container that
-    /// boots a VM; none for a pod's other containers or an unreadable spec.
-    pub fn host_netns_of_bundle(bundle: &Path) -> Option<std::path::PathBuf> {
-        let spec = Spec::load(bundle.join("config.json")).ok()?;
-        let role = Role::of(&spec.annotations().clone().unwrap_or_default()).ok()?;
-        if matches!(role, Role::Member { .. }) {
+    /// wired to (`spec`'s network namespace path), for a container that
+    /// boots a VM; none for a pod's other containers.
+    pub fn host_netns(&self, spec: &Spec) -> Option<std::path::PathBuf> {
+        if matches!(self, Role::Member { .. }) {
             return None;
         }
         spec.linux()
@@ -87,6 +90,11 @@ impl Role {
             _ => container_id.to_string(),
         }
     }
+}
+
+/// The spec in `bundle`, if it can be read.
+pub fn bundle_spec(bundle: &Path) -> Option<Spec> {
+    Spec::load(bundle.join("config.json")).ok()
 }
 
 /// The type CRI gives CreateSandbox's options (`runtime.v1.PodSandboxConfig`)

@@ -86,12 +86,7 @@ impl HullShim {
         task.set_mounts(mounts);
         self.tasks().insert(req.id.clone(), task.clone());
         if built.booted {
-            tokio::spawn(self.clone().forward_oom_events(built.sandbox.clone()));
-            tokio::spawn(built.sandbox.clone().monitor_health(
-                Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
-                cfg.timeouts.health_failures.max(1),
-                self.0.log.clone(),
-            ));
+            self.watch_sandbox(&built.sandbox, &cfg);
         }
         // Watched from creation: a created task can be killed too.
         tokio::spawn(
@@ -218,6 +213,17 @@ impl HullShim {
             stdio,
             booted: false,
         })
+    }
+
+    /// Starts what watches a newly booted VM: its OOM events and its
+    /// agent's health.
+    pub(super) fn watch_sandbox(&self, sandbox: &Arc<Sandbox>, cfg: &HullConfig) {
+        tokio::spawn(self.clone().forward_oom_events(sandbox.clone()));
+        tokio::spawn(sandbox.clone().monitor_health(
+            Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
+            cfg.timeouts.health_failures.max(1),
+            self.0.log.clone(),
+        ));
     }
 
     /// Creates the container in the guest and connects its stdio; a

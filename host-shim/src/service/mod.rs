@@ -71,7 +71,8 @@ fn state_dir_for_cleanup(bundle: &Path) -> PathBuf {
 /// Cleans up after a shim that died: unmounts and removes the task's
 /// state. Idempotent; containerd runs it on every teardown.
 pub fn cleanup_dead_shim(id: &str, bundle: &Path) {
-    let role = Role::of_bundle(bundle);
+    let spec = crate::pod::bundle_spec(bundle);
+    let role = spec.as_ref().map_or(Role::Standalone, Role::of_spec);
     // A pod container's mounts live in its pod's VM directory, which
     // stays for the pod's other containers.
     let vm_id = role.grouping(id);
@@ -83,7 +84,8 @@ pub fn cleanup_dead_shim(id: &str, bundle: &Path) {
     rootfs::unmount_bundle_rootfs(bundle);
     // The shim that wired the pod's interfaces may have died with its
     // rules in place (kill -9).
-    if let Some(netns) = Role::host_netns_of_bundle(bundle).filter(|p| p.exists()) {
+    let netns = spec.as_ref().and_then(|s| role.host_netns(s));
+    if let Some(netns) = netns.filter(|p| p.exists()) {
         if let Err(e) = crate::network::unwire_namespace(&netns) {
             eprintln!("pod network {}: {e}", netns.display());
         }

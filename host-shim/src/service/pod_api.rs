@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use containerd_shim::api::Status;
 use containerd_shim::protos::sandbox_api as api;
@@ -117,12 +116,7 @@ impl HullShim {
             pod.created_at = Some(created_at.clone());
         }
         *self.0.sandbox.lock().await = Some(sandbox.clone());
-        tokio::spawn(self.clone().forward_oom_events(sandbox.clone()));
-        tokio::spawn(sandbox.clone().monitor_health(
-            Duration::from_secs(cfg.timeouts.health_interval_secs.max(1)),
-            cfg.timeouts.health_failures.max(1),
-            self.0.log.clone(),
-        ));
+        self.watch_sandbox(&sandbox, &cfg);
         tokio::spawn(self.clone().watch_vm_death(sandbox.clone()));
         Ok(api::StartSandboxResponse {
             pid: sandbox.vm.qemu_pid(),
