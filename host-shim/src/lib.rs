@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod config;
 pub mod console;
 pub mod errors;
+pub mod events;
 pub mod guest_log;
 pub mod host_dir;
 pub mod hypervisor;

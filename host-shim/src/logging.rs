@@ -13,7 +13,10 @@ pub fn init(level: &str) -> slog::Logger {
     };
     let decorator = slog_term::PlainSyncDecorator::new(writer);
     // Synchronous, so lines written just before the shim exits are kept.
-    let drain = std::sync::Mutex::new(slog_term::FullFormat::new(decorator).build()).fuse();
+    // A write error is ignored, never a panic: while containerd restarts
+    // the FIFO has no reader (EPIPE), and the next containerd opens it
+    // again.
+    let drain = std::sync::Mutex::new(slog_term::FullFormat::new(decorator).build()).ignore_res();
     let drain = drain.filter_level(level).fuse();
     slog::Logger::root(drain, slog::o!("runtime" => crate::RUNTIME_ID))
 }

@@ -222,13 +222,20 @@ impl Env {
     /// Stops and starts the private containerd; shims (and their VMs) are
     /// separate processes and keep running.
     pub fn restart_containerd(&self) -> Result<(), String> {
-        for verb in ["stop", "start"] {
-            check(
-                run(&mut self.containerd_script(verb))?,
-                &format!("containerd {verb}"),
-            )?;
-        }
-        Ok(())
+        self.stop_containerd()?;
+        self.start_containerd()
+    }
+
+    pub fn stop_containerd(&self) -> Result<(), String> {
+        check(run(&mut self.containerd_script("stop"))?, "containerd stop").map(drop)
+    }
+
+    pub fn start_containerd(&self) -> Result<(), String> {
+        check(
+            run(&mut self.containerd_script("start"))?,
+            "containerd start",
+        )
+        .map(drop)
     }
 
     /// The `containerd` binary this suite runs.

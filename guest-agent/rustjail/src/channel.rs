@@ -18,6 +18,8 @@ pub enum ChannelError {
     Decode(#[from] serde_json::Error),
     #[error("channel: message of {0} bytes is too large")]
     TooLarge(usize),
+    #[error("channel: no message from the container init within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Messages from the runtime to the container init.
@@ -63,19 +65,47 @@ const MAX_MESSAGE: usize = 16 << 20;
 /// One end of the channel.
 pub struct Channel {
     stream: UnixStream,
+    deadline: Option<std::time::Duration>,
 }
 
 impl Channel {
     /// A connected pair (both ends close-on-exec).
     pub fn pair() -> std::io::Result<(Channel, Channel)> {
         let (a, b) = UnixStream::pair()?;
-        Ok((Channel { stream: a }, Channel { stream: b }))
+        Ok((Channel::from_stream(a), Channel::from_stream(b)))
     }
 
     pub fn from_fd(fd: OwnedFd) -> Self {
+        Channel::from_stream(UnixStream::from(fd))
+    }
+
+    fn from_stream(stream: UnixStream) -> Self {
         Channel {
-            stream: UnixStream::from(fd),
+            stream,
+            deadline: None,
         }
+    }
+
+    /// Bounds each wait for a message (and for each fd) to `within`; `None`
+    /// waits as long as the other end lives.
+    pub fn set_deadline(
+        &mut self,
+        within: Option<std::time::Duration>,
+    ) -> Result<(), ChannelError> {
+        self.stream.set_read_timeout(within)?;
+        self.deadline = within;
+        Ok(())
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ChannelError> {
+        self.stream
+            .read_exact(buf)
+            .map_err(|e| match (e.kind(), self.deadline) {
+                (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Some(d)) => {
+                    ChannelError::Timeout(d)
+                }
+                _ => ChannelError::Io(e),
+            })
     }
 
     pub fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ChannelError> {
@@ -94,8 +124,10 @@ impl Channel {
     /// (for the runtime after `Start`: the user program was executed).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ChannelError> {
         let mut len = [0u8; 4];
-        match self.stream.read_exact(&mut len) {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        match self.read_exact(&mut len) {
+            Err(ChannelError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
             r => r?,
         }
         let len = u32::from_be_bytes(len) as usize;
@@ -103,7 +135,7 @@ impl Channel {
             return Err(ChannelError::TooLarge(len));
         }
         let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body)?;
+        self.read_exact(&mut body)?;
         Ok(Some(serde_json::from_slice(&body)?))
     }
 }
@@ -148,7 +180,10 @@ impl Channel {
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
         )
-        .map_err(|e| ChannelError::Io(e.into()))?;
+        .map_err(|e| match (e, self.deadline) {
+            (nix::errno::Errno::EAGAIN, Some(d)) => ChannelError::Timeout(d),
+            (e, _) => ChannelError::Io(e.into()),
+        })?;
         for cmsg in msg.cmsgs().map_err(|e| ChannelError::Io(e.into()))? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 if let Some(fd) = fds.first() {
@@ -200,6 +235,21 @@ mod tests {
             Some(FromInit::Failed { .. })
         ));
         assert!(b.recv::<FromInit>().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_silent_init_ends_the_wait_at_the_deadline() {
+        let (_init, mut runtime) = Channel::pair().unwrap();
+        runtime
+            .set_deadline(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let start = std::time::Instant::now();
+        let err = runtime.recv::<FromInit>().unwrap_err();
+        assert!(matches!(err, ChannelError::Timeout(_)), "{err}");
+        assert!(err.to_string().contains("within 100ms"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        let err = runtime.recv_fd().unwrap_err();
+        assert!(matches!(err, ChannelError::Timeout(_)), "{err}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The runtime side of container creation: spawns the init binary, drives
 //! the channel protocol, and places the init in its cgroup.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nix::unistd::Pid;
 
@@ -59,6 +60,67 @@ pub struct InitCommand {
 /// The fd number at which the init finds its channel.
 pub const INIT_CHANNEL_FD: i32 = 3;
 
+/// How long the runtime waits for the init's next message, beyond the
+/// timeouts of the hooks the init runs itself: an init stuck in its set-up
+/// (a hung mount, a wedged file system) must not pin the caller's thread.
+pub const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// What a createContainer or startContainer hook without a timeout of its
+/// own adds to [`SETUP_DEADLINE`].
+pub const UNTIMED_HOOK_ALLOWANCE: Duration = Duration::from_secs(60);
+
+/// The runtime's wait for each step of an init's set-up whose spec has
+/// `hooks`: [`SETUP_DEADLINE`] plus the time the init's own hooks may take.
+pub fn setup_deadline(hooks: Option<&oci_spec::runtime::Hooks>) -> Duration {
+    let init_side = hooks.into_iter().flat_map(|h| {
+        let create = h.create_container().iter().flatten();
+        create.chain(h.start_container().iter().flatten())
+    });
+    init_side.fold(SETUP_DEADLINE, |total, hook| {
+        total
+            + hook
+                .timeout()
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(UNTIMED_HOOK_ALLOWANCE, Duration::from_secs)
+    })
+}
+
+/// A process this runtime started, held by pidfd so a signal can never
+/// reach another process that reused its pid.
+struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    fn open(pid: i32) -> Option<Pidfd> {
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new
+        // descriptor or -1 and touches no memory of ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        (fd >= 0).then(|| Pidfd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    fn kill(&self) {
+        // SAFETY: pidfd_send_signal on a descriptor we own, with no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+/// A spawned init: its channel, and its first process (which forks the
+/// container's process and exits).
+struct Spawned {
+    channel: Channel,
+    /// For the tests to wait on.
+    #[cfg(test)]
+    pid: u32,
+    process: Option<Pidfd>,
+}
+
 /// A created container (or exec'd process): it waits for [`Created::start`].
 pub struct Created {
     pub pid: Pid,
@@ -66,6 +128,8 @@ pub struct Created {
     /// The pty master, when the process has a terminal.
     pub console: Option<OwnedFd>,
     channel: Channel,
+    /// The container's process, killed if its start fails.
+    process: Option<Pidfd>,
 }
 
 fn receive(channel: &mut Channel, waiting_for: &'static str) -> Result<FromInit, ContainerError> {
@@ -81,7 +145,7 @@ fn receive(channel: &mut Channel, waiting_for: &'static str) -> Result<FromInit,
 ///
 /// The spawned process is not waited for here: whoever reaps children in
 /// the caller (the agent's reaper, PID 1) collects it.
-fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Channel, ContainerError> {
+fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Spawned, ContainerError> {
     let (parent, child) = Channel::pair().map_err(ChannelError::from)?;
     let child_fd = OwnedFd::from(child);
     let raw = child_fd.as_raw_fd();
@@ -103,49 +167,74 @@ fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Channel, ContainerE
             Ok(())
         });
     }
-    command.spawn().map_err(|source| ContainerError::Spawn {
+    let child = command.spawn().map_err(|source| ContainerError::Spawn {
         binary: cmd.binary.display().to_string(),
         source,
     })?;
-    Ok(parent)
+    // Opened at once: the process waits for its first message, so its pid
+    // is still its own.
+    Ok(Spawned {
+        channel: parent,
+        #[cfg(test)]
+        pid: child.id(),
+        process: Pidfd::open(child.id() as i32),
+    })
 }
 
 /// The protocol after the first message: learn the pid, put it in its
 /// cgroup (`join_cgroup`), and wait until the process is ready to execute
 /// the user program, collecting its console and running the runtime's
-/// hooks (`runtime_hooks`, given the pid) on the way.
+/// hooks (`runtime_hooks`, given the pid) on the way. Each wait ends after
+/// `deadline`; on any failure the init's processes are killed.
 fn drive_setup(
-    mut parent: Channel,
+    spawned: Spawned,
+    deadline: Duration,
     join_cgroup: impl FnOnce(Pid) -> Result<ContainerCgroup, ContainerError>,
     runtime_hooks: impl FnOnce(Pid) -> Result<(), ContainerError>,
 ) -> Result<Created, ContainerError> {
-    let pid = match receive(&mut parent, "reporting its pid")? {
-        FromInit::Forked { pid } => Pid::from_raw(pid),
-        other => return Err(ContainerError::Protocol(format!("{other:?}"))),
-    };
-    let cgroup = join_cgroup(pid)?;
-    parent.send(&ToInit::Proceed { pid: pid.as_raw() })?;
-    let mut console = None;
-    let mut runtime_hooks = Some(runtime_hooks);
-    loop {
-        match receive(&mut parent, "setup finished")? {
-            FromInit::Console => console = Some(parent.recv_fd()?),
-            FromInit::RuntimeHooks => {
-                let run = runtime_hooks
-                    .take()
-                    .ok_or_else(|| ContainerError::Protocol("RuntimeHooks twice".into()))?;
-                run(pid)?;
-                parent.send(&ToInit::HooksDone)?;
-            }
-            FromInit::Ready => {
-                return Ok(Created {
-                    pid,
-                    cgroup,
-                    console,
-                    channel: parent,
-                })
-            }
+    let Spawned {
+        channel: mut parent,
+        process: first,
+        ..
+    } = spawned;
+    let mut forked = None;
+    let result = (|| {
+        parent.set_deadline(Some(deadline))?;
+        let pid = match receive(&mut parent, "reporting its pid")? {
+            FromInit::Forked { pid } => Pid::from_raw(pid),
             other => return Err(ContainerError::Protocol(format!("{other:?}"))),
+        };
+        forked = Pidfd::open(pid.as_raw());
+        let cgroup = join_cgroup(pid)?;
+        parent.send(&ToInit::Proceed { pid: pid.as_raw() })?;
+        let mut console = None;
+        let mut runtime_hooks = Some(runtime_hooks);
+        loop {
+            match receive(&mut parent, "setup finished")? {
+                FromInit::Console => console = Some(parent.recv_fd()?),
+                FromInit::RuntimeHooks => {
+                    let run = runtime_hooks
+                        .take()
+                        .ok_or_else(|| ContainerError::Protocol("RuntimeHooks twice".into()))?;
+                    run(pid)?;
+                    parent.send(&ToInit::HooksDone)?;
+                }
+                FromInit::Ready => return Ok((pid, cgroup, console)),
+                other => return Err(ContainerError::Protocol(format!("{other:?}"))),
+            }
+        }
+    })();
+    match result {
+        Ok((pid, cgroup, console)) => Ok(Created {
+            pid,
+            cgroup,
+            console,
+            channel: parent,
+            process: forked,
+        }),
+        Err(e) => {
+            first.iter().chain(forked.iter()).for_each(Pidfd::kill);
+            Err(e)
         }
     }
 }
@@ -175,8 +264,9 @@ pub fn create(
         config.container_id.clone(),
         config.bundle.clone(),
     );
-    let mut parent = spawn_init(cmd, stdio)?;
-    parent.send(&ToInit::Config(Box::new(config)))?;
+    let deadline = setup_deadline(config.spec.hooks().as_ref());
+    let mut spawned = spawn_init(cmd, stdio)?;
+    spawned.channel.send(&ToInit::Config(Box::new(config)))?;
     let mut made_cgroup = false;
     let join = |pid: Pid| {
         if new_userns {
@@ -204,7 +294,7 @@ pub fn create(
         crate::hooks::run(HookKind::CreateRuntime, spec.hooks().as_ref(), &state)?;
         Ok(())
     };
-    let created = drive_setup(parent, join, hooks);
+    let created = drive_setup(spawned, deadline, join, hooks);
     if created.is_err() && made_cgroup {
         // The failed init is exiting; its cgroup must not outlive it. The
         // creation error is what the caller needs, so a cleanup failure
@@ -239,14 +329,14 @@ pub fn exec(
     cgroup_path: &str,
     stdio: InitStdio,
 ) -> Result<Created, ContainerError> {
-    let mut parent = spawn_init(cmd, stdio)?;
-    parent.send(&ToInit::Exec(Box::new(config)))?;
+    let mut spawned = spawn_init(cmd, stdio)?;
+    spawned.channel.send(&ToInit::Exec(Box::new(config)))?;
     let join = |pid: Pid| {
         let cgroup = ContainerCgroup::load(cgroup_path);
         cgroup.add_process(pid.as_raw() as u32)?;
         Ok(cgroup)
     };
-    drive_setup(parent, join, |_| {
+    drive_setup(spawned, SETUP_DEADLINE, join, |_| {
         Err(ContainerError::Protocol("RuntimeHooks in an exec".into()))
     })
 }
@@ -260,16 +350,90 @@ impl Created {
         Ok(self.pid)
     }
 
-    /// Lets the init execute the user program; returns once it has.
+    /// Lets the init execute the user program; returns once it has (the
+    /// wait bounded as the set-up's was). A start that fails kills it.
     pub fn start(mut self) -> Result<(), ContainerError> {
-        self.channel.send(&ToInit::Start)?;
-        match self.channel.recv::<FromInit>()? {
+        let result = self
+            .channel
+            .send(&ToInit::Start)
+            .map_err(ContainerError::from);
+        let result = result.and_then(|()| match self.channel.recv::<FromInit>()? {
             // The channel is close-on-exec in the init: EOF means execve succeeded.
             None => Ok(()),
             Some(FromInit::Failed { stage, message }) => {
                 Err(ContainerError::Init { stage, message })
             }
             Some(other) => Err(ContainerError::Protocol(format!("{other:?}"))),
+        });
+        if result.is_err() {
+            self.process.iter().for_each(Pidfd::kill);
         }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stdio() -> InitStdio {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        InitStdio {
+            stdin: null(),
+            stdout: null(),
+            stderr: null(),
+        }
+    }
+
+    /// An init that never answers (stuck before it forks): the wait ends
+    /// at the deadline with an error naming it, and the init is killed.
+    #[test]
+    fn an_init_that_never_answers_is_given_up_and_killed() {
+        let cmd = InitCommand {
+            binary: "/bin/sh".into(),
+            args: vec!["-c".into(), "exec sleep 1000".into(), "sh".into()],
+        };
+        let spawned = spawn_init(&cmd, stdio()).unwrap();
+        let pid = spawned.pid;
+        let start = std::time::Instant::now();
+        let err = drive_setup(
+            spawned,
+            Duration::from_millis(300),
+            |_| panic!("no pid was reported"),
+            |_| Ok(()),
+        )
+        .err()
+        .expect("a silent init fails the set-up");
+        assert!(err.to_string().contains("within 300ms"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None).unwrap();
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+            ),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn the_deadline_grows_with_the_hooks_the_init_runs() {
+        use oci_spec::runtime::{HookBuilder, HooksBuilder};
+        let hook = |t: Option<i64>| {
+            let b = HookBuilder::default().path("/bin/true");
+            match t {
+                Some(t) => b.timeout(t).build().unwrap(),
+                None => b.build().unwrap(),
+            }
+        };
+        let hooks = HooksBuilder::default()
+            .create_container(vec![hook(Some(30))])
+            .start_container(vec![hook(None)])
+            .prestart(vec![hook(Some(1000))])
+            .build()
+            .unwrap();
+        let want = SETUP_DEADLINE + Duration::from_secs(30) + UNTIMED_HOOK_ALLOWANCE;
+        assert_eq!(setup_deadline(Some(&hooks)), want);
+        assert_eq!(setup_deadline(None), SETUP_DEADLINE);
     }
 }

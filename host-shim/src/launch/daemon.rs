@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_shim::protos::shim_async::create_task;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Flags;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -29,7 +28,7 @@ pub async fn serve(flags: &Flags) -> Result<(), LaunchError> {
     };
     let unclaimed = Duration::from_secs(cfg.as_ref().map_or(30, |c| c.timeouts.unclaimed_secs));
     let log = crate::logging::init(&level).new(slog::o!("id" => flags.id.clone()));
-    let publisher = RemotePublisher::new(&ttrpc_address).await?;
+    let publisher = crate::events::Publisher::start(&ttrpc_address, log.clone());
     let shim = HullShim::new(&flags.id, &flags.namespace, log.clone(), publisher);
 
     let socket = socket_path(&flags.socket);
@@ -57,6 +56,8 @@ pub async fn serve(flags: &Flags) -> Result<(), LaunchError> {
         _ = term.recv() => shim.terminate("SIGTERM").await,
         _ = int.recv() => shim.terminate("SIGINT").await,
     }
+    // TaskExit and TaskDelete of the last task are often still queued.
+    shim.flush_events(Duration::from_secs(5)).await;
     let _ = server.shutdown().await;
     remove_socket(socket);
     Ok(())

@@ -59,14 +59,12 @@ impl HullShim {
             self.publish(TaskPaused {
                 container_id,
                 ..Default::default()
-            })
-            .await;
+            });
         } else {
             self.publish(TaskResumed {
                 container_id,
                 ..Default::default()
-            })
-            .await;
+            });
         }
         Ok(())
     }

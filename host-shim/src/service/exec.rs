@@ -64,8 +64,7 @@ impl HullShim {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
             ..Default::default()
-        })
-        .await;
+        });
         Ok(())
     }
 
@@ -137,8 +136,7 @@ impl HullShim {
             exec_id: req.exec_id.clone(),
             pid: task.pid,
             ..Default::default()
-        })
-        .await;
+        });
         Ok(api::StartResponse {
             pid: task.pid,
             ..Default::default()

@@ -106,8 +106,7 @@ impl HullShim {
             }),
             pid,
             ..Default::default()
-        })
-        .await;
+        });
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -284,8 +283,7 @@ impl HullShim {
             exit_status: exit.status,
             exited_at: MessageField::some(exit.at.clone()),
             ..Default::default()
-        })
-        .await;
+        });
         Ok(api::DeleteResponse {
             pid: task.pid,
             exit_status: exit.status,

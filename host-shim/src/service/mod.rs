@@ -14,12 +14,12 @@ use containerd_shim::api::Status;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::TaskStart;
-use containerd_shim::publisher::RemotePublisher;
 use protobuf::MessageField;
 use protocols::agent;
 
 use crate::config::HullConfig;
 use crate::errors::ShimError;
+use crate::events::Publisher;
 use crate::io::StdioPaths;
 use crate::pod::Role;
 use crate::rootfs;
@@ -47,7 +47,7 @@ struct Inner {
     namespace: String,
     log: slog::Logger,
     exit: ExitSignal,
-    publisher: RemotePublisher,
+    publisher: Publisher,
     /// Set by the first task RPC: a daemon nobody calls exits by itself.
     called: AtomicBool,
     sandbox: tokio::sync::Mutex<Option<Arc<Sandbox>>>,
@@ -96,7 +96,7 @@ pub fn cleanup_dead_shim(id: &str, bundle: &Path) {
 }
 
 impl HullShim {
-    pub fn new(id: &str, namespace: &str, log: slog::Logger, publisher: RemotePublisher) -> Self {
+    pub fn new(id: &str, namespace: &str, log: slog::Logger, publisher: Publisher) -> Self {
         HullShim(Arc::new(Inner {
             id: id.into(),
             namespace: namespace.into(),
@@ -137,20 +137,20 @@ impl HullShim {
         slog::debug!(self.0.log, "task rpc"; "rpc" => name);
     }
 
-    async fn publish<E: Event + protobuf::MessageDyn>(&self, event: E) {
+    /// Queues `event` for containerd (never waits on it: see [`Publisher`]).
+    fn publish<E: Event + protobuf::MessageDyn>(&self, event: E) {
         let topic = event.topic();
-        if let Err(e) = self
-            .0
+        self.0
             .publisher
-            .publish(
-                Default::default(),
-                &topic,
-                &self.0.namespace,
-                Box::new(event),
-            )
-            .await
-        {
-            slog::warn!(self.0.log, "publish failed"; "topic" => topic, "error" => %e);
+            .publish(&topic, &self.0.namespace, Box::new(event));
+    }
+
+    /// Gives queued events up to `within` to reach containerd before the
+    /// shim exits.
+    pub async fn flush_events(&self, within: Duration) {
+        if !self.0.publisher.flush(within).await {
+            slog::warn!(self.0.log, "events not delivered before exit";
+                "queued" => self.0.publisher.queued());
         }
     }
 
@@ -211,8 +211,7 @@ impl HullShim {
             container_id: req.id.clone(),
             pid: task.pid,
             ..Default::default()
-        })
-        .await;
+        });
         Ok(api::StartResponse {
             pid: task.pid,
             ..Default::default()

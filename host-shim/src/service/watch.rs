@@ -72,8 +72,7 @@ impl HullShim {
                     self.publish(TaskOOM {
                         container_id: event.container_id,
                         ..Default::default()
-                    })
-                    .await;
+                    });
                 }
                 Err(e) => {
                     slog::warn!(self.0.log, "GetOOMEvent failed"; "error" => %e);
@@ -137,8 +136,7 @@ impl HullShim {
             exit_status: exit.status,
             exited_at: MessageField::some(exit.at),
             ..Default::default()
-        })
-        .await;
+        });
     }
 }
 

@@ -114,6 +114,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::Every,
     ),
     (
+        "an_exit_while_containerd_is_down_is_delivered",
+        an_exit_while_containerd_is_down_is_delivered,
+        Scope::Every,
+    ),
+    (
         "runtime_config_path_chooses_the_configuration",
         runtime_config_path_chooses_the_configuration,
         Scope::Every,
