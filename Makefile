@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e bench bench-jail lint clean fuzz fuzz-smoke
+.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e soak bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -55,6 +55,20 @@ e2e: install
 	$(CARGO) test -p hull-tests --test e2e
 
 test: lint unit manifests fuzz-smoke rpc conformance e2e
+
+# The soak and fault suite at full size (make e2e runs it small): plain
+# cycles (ctr tasks and CRI pods, alternating; SOAK_HOURS keeps them going
+# that long), fault cycles (kill -9 at each step, containerd restarted in
+# the middle), pods at once, execs at once and PID reuse.
+SOAK_CYCLES ?= 500
+SOAK_FAULTS ?= 64
+SOAK_PODS ?= 20
+SOAK_EXECS ?= 50
+SOAK_HOURS ?= 0
+soak: install
+	HULL_SOAK_CYCLES=$(SOAK_CYCLES) HULL_SOAK_FAULTS=$(SOAK_FAULTS) HULL_SOAK_PODS=$(SOAK_PODS) \
+	HULL_SOAK_EXECS=$(SOAK_EXECS) HULL_SOAK_HOURS=$(SOAK_HOURS) HULL_E2E_LIMIT_MINUTES=0 \
+	$(CARGO) test -p hull-tests --test e2e -- soak_
 
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer, stable toolchain) of what
 # the host parses from the guest: FUZZ_SECONDS per target; the seeds in

@@ -182,7 +182,7 @@ pub(super) fn an_exit_while_containerd_is_down_is_delivered(env: &Env) -> Result
     std::thread::sleep(Duration::from_secs(25));
     let log = env.path("containerd.log");
     let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    let subscriber = EarlySubscriber::start(env);
+    let subscriber = EventSubscriber::start(env);
     env.start_containerd()?;
     let wanted = |l: &str| l.contains("/tasks/exit") && l.contains(&task.id);
     let seen = subscriber.wait_for(wanted, Duration::from_secs(15));
@@ -208,84 +208,6 @@ pub(super) fn an_exit_while_containerd_is_down_is_delivered(env: &Env) -> Result
         }
     }
     wait_status(env, &task.id, "STOPPED")
-}
-
-/// `ctr events`, started the moment containerd's socket appears and again
-/// whenever it ends, until dropped; its lines collected.
-struct EarlySubscriber {
-    lines: std::sync::mpsc::Receiver<String>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    child: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>>,
-}
-
-impl EarlySubscriber {
-    fn start(env: &Env) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let child = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (flag, running, sock) = (stop.clone(), child.clone(), env.sock.clone());
-        let mut cmd = env.ctr();
-        cmd.arg("events")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                if !sock.exists() {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                let Ok(mut ctr) = cmd.spawn() else { return };
-                let out = ctr.stdout.take();
-                *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctr);
-                // Dropped meanwhile: Drop set the flag before it took the child.
-                if flag.load(Ordering::SeqCst) {
-                    if let Some(mut ctr) = running.lock().unwrap_or_else(|e| e.into_inner()).take()
-                    {
-                        let _ = ctr.kill();
-                        let _ = ctr.wait();
-                    }
-                    return;
-                }
-                for line in out.into_iter().flat_map(|o| {
-                    std::io::BufRead::lines(std::io::BufReader::new(o)).map_while(Result::ok)
-                }) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-                if let Some(mut ctr) = running.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = ctr.kill();
-                    let _ = ctr.wait();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        EarlySubscriber { lines, stop, child }
-    }
-
-    fn wait_for(&self, is: impl Fn(&str) -> bool, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if is(&line) {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-impl Drop for EarlySubscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(mut ctr) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = ctr.kill();
-            let _ = ctr.wait();
-        }
-    }
 }
 
 /// A shim daemon that no containerd calls (its `start` caller went away)

@@ -10,14 +10,18 @@ mod hostile;
 mod inside;
 mod network;
 mod run;
+mod soak;
+mod subscriber;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use self::{
     agent::*, config::*, cri::*, deploy::*, failure::*, hostile::*, inside::*, network::*, run::*,
+    soak::*,
 };
 use crate::env::{run, Env, CMD_TIMEOUT};
+use subscriber::EventSubscriber;
 
 type Case = fn(&Env) -> Result<(), String>;
 
@@ -112,6 +116,14 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         "task_survives_a_containerd_restart",
         task_survives_a_containerd_restart,
         Scope::Every,
+    ),
+    ("soak_plain_cycles", soak_plain_cycles, Scope::Every),
+    ("soak_fault_cycles", soak_fault_cycles, Scope::First),
+    ("soak_pods_at_once", soak_pods_at_once, Scope::First),
+    (
+        "soak_execs_at_once_and_pid_reuse",
+        soak_execs_at_once_and_pid_reuse,
+        Scope::First,
     ),
     (
         "an_exit_while_containerd_is_down_is_delivered",
