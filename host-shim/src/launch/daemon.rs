@@ -53,6 +53,9 @@ pub async fn serve(flags: &Flags) -> Result<(), LaunchError> {
         _ = shim.unclaimed(unclaimed) => {
             slog::warn!(log, "no containerd called this shim; exiting"; "waited" => ?unclaimed);
         }
+        _ = abandoned(&shim) => {
+            slog::warn!(log, "the start that launched this shim died before containerd had its address; exiting");
+        }
         _ = term.recv() => shim.terminate("SIGTERM").await,
         _ = int.recv() => shim.terminate("SIGINT").await,
     }
@@ -61,6 +64,27 @@ pub async fn serve(flags: &Flags) -> Result<(), LaunchError> {
     let _ = server.shutdown().await;
     remove_socket(socket);
     Ok(())
+}
+
+/// Resolves when the `start` that launched this daemon ended without
+/// handing it to containerd (it was killed: its end of stdin closed before
+/// [`super::start::HANDED_OFF`]) and no containerd has called. A daemon
+/// started by hand (stdin a terminal or /dev/null) is never abandoned.
+async fn abandoned(shim: &HullShim) {
+    use tokio::io::AsyncReadExt;
+    let is_pipe = nix::sys::stat::fstat(std::io::stdin())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if is_pipe {
+        let mut got = Vec::new();
+        let read = tokio::io::stdin()
+            .take(super::start::HANDED_OFF.len() as u64)
+            .read_to_end(&mut got)
+            .await;
+        if read.is_ok() && got != super::start::HANDED_OFF && !shim.was_called() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Tells `start` the daemon listens: closes the stdout pipe it waits on

@@ -38,6 +38,7 @@ pub async fn run(flags: &Flags) -> Result<(), LaunchError> {
     let grouping = Role::of_bundle(&bundle).grouping(&flags.id);
     let address = containerd_shim::socket_address(&grpc_address, &flags.namespace, &grouping);
     let socket = socket_path(&address);
+    let mut handoff = None;
     if !serving(socket).await {
         remove_socket(socket);
         let daemon = Daemon {
@@ -46,14 +47,25 @@ pub async fn run(flags: &Flags) -> Result<(), LaunchError> {
             ttrpc_address: &ttrpc_address,
             address: &address,
         };
-        daemon.start().await?;
+        handoff = daemon.start().await?;
     }
     // As runc's shim does: containerd 1.6 reads it to reconnect after a
     // restart.
     std::fs::write(bundle.join("address"), &address)
         .map_err(LaunchError::io("write the shim address into the bundle"))?;
-    super::answer(&form.answer(&address)?, "the address")
+    super::answer(&form.answer(&address)?, "the address")?;
+    // The daemon is containerd's now; a `start` that dies before this line
+    // leaves its daemon to end itself (see `daemon::abandoned`).
+    if let Some(mut stdin) = handoff {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(HANDED_OFF).await;
+    }
+    Ok(())
 }
+
+/// What `start` writes to a new daemon's stdin once containerd has its
+/// address.
+pub const HANDED_OFF: &[u8] = b"handed-off\n";
 
 /// The socket's path in a `unix://` address.
 pub fn socket_path(address: &str) -> &Path {
@@ -86,15 +98,16 @@ struct Daemon<'a> {
 
 impl Daemon<'_> {
     /// Starts the daemon in its own process group and waits until it
-    /// listens: it closes its stdout then. On failure it is killed.
-    async fn start(&self) -> Result<(), LaunchError> {
+    /// listens: it closes its stdout then. On failure it is killed. Its
+    /// stdin, for the hand-off.
+    async fn start(&self) -> Result<Option<tokio::process::ChildStdin>, LaunchError> {
         let exe = std::env::current_exe().map_err(LaunchError::io("find the shim binary"))?;
         let f = self.flags;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["-namespace", &f.namespace, "-id", &f.id])
             .args(["-address", self.grpc_address, "-socket", self.address])
             .env("TTRPC_ADDRESS", self.ttrpc_address)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0);
@@ -118,7 +131,7 @@ impl Daemon<'_> {
         };
         let why = match tokio::time::timeout(DAEMON_READY_WAIT, ready).await {
             Err(_) => format!("not listening after {DAEMON_READY_WAIT:?}"),
-            Ok(()) if serving(socket_path(self.address)).await => return Ok(()),
+            Ok(()) if serving(socket_path(self.address)).await => return Ok(child.stdin.take()),
             Ok(()) => match child.try_wait() {
                 Ok(Some(status)) => format!("it exited ({status}); see the shim log"),
                 _ => format!("nothing answers at {}", self.address),

@@ -131,6 +131,11 @@ impl HullShim {
         self.teardown().await;
     }
 
+    /// Whether containerd has called this shim.
+    pub fn was_called(&self) -> bool {
+        self.0.called.load(Ordering::SeqCst)
+    }
+
     /// Records a task RPC from containerd (and logs it at debug).
     pub(crate) fn rpc(&self, name: &'static str) {
         self.0.called.store(true, Ordering::SeqCst);

@@ -603,3 +603,92 @@ pub(super) fn exit_arrives_while_a_child_holds_stdout(env: &Env) -> Result<(), S
     );
     Ok(())
 }
+
+/// Rewrites, in the agent's memory (root in the guest writing
+/// /proc/1/mem), every string that is exactly `old` to `new` (the same
+/// length), in its heap and anonymous writable mappings; prints how many.
+/// Strings that merely contain `old` (paths) are left, so the agent goes on
+/// watching the container's cgroup and reports its events under `new`.
+fn rewrite_agent_strings(old: &str, new: &str) -> String {
+    format!(
+        r#"n=0
+while read range perms off dev inode path; do
+  [ "$perms" = rw-p ] || continue
+  case "$path" in ""|"[heap]") ;; *) continue ;; esac
+  s=$((0x${{range%-*}})); e=$((0x${{range#*-}}))
+  for o in $(dd if=/proc/1/mem bs=4096 skip=$((s/4096)) count=$(((e-s)/4096)) 2>/dev/null | strings -t d -n 6 | awk -v id='{old}' '$2==id && NF==2 {{print $1}}'); do
+    printf '%s' '{new}' | dd of=/proc/1/mem bs=1 seek=$((s+o)) conv=notrunc 2>/dev/null && n=$((n+1))
+  done
+done < /proc/1/maps
+echo rewrote=$n"#
+    )
+}
+
+/// OOM events for a task this shim does not own: root in the guest makes
+/// the agent report its own container's OOM kill under the id of a task in
+/// another VM (the agent's memory rewritten). No TaskOOM names that task;
+/// the shim's log shows the guest's event was refused.
+pub(super) fn foreign_oom_events_are_not_published(env: &Env) -> Result<(), String> {
+    let victim = Detached::start(env, "oomvic", &["sleep", "1000"])?;
+    let config = attacker_config(env, "hostile-oom")?;
+    let limit = (32u64 << 20).to_string();
+    let option = [
+        "--runtime-config-path",
+        config.to_str().unwrap_or_default(),
+        "--memory-limit",
+        &limit,
+    ];
+    // dd's 64 MiB buffer cannot fit under 32 MiB once the host says go.
+    let hog = "while [ ! -e /go ]; do sleep 0.2; done; dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1000";
+    let attacker = Detached::start_with(env, "oomatk", &option, &["sh", "-c", hog])?;
+    if attacker.id.len() != victim.id.len() {
+        return Err("test bug: the two ids differ in length".into());
+    }
+    let log = env.path("containerd.log");
+    let log_from = std::fs::metadata(&log).map_or(0, |m| m.len()) as usize;
+    let mut events = super::ctr_events(env)?;
+    let result = (|| {
+        let out = guest_root(
+            env,
+            &attacker.id,
+            &rewrite_agent_strings(&attacker.id, &victim.id),
+        )?;
+        let rewrote = out
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("rewrote="))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if rewrote == 0 {
+            return Err(format!("the attack found no id to rewrite: {out}"));
+        }
+        std::fs::write(attacker.rootfs_file("go"), b"").map_err(|e| e.to_string())?;
+        let published =
+            super::wait_for_line_where(&mut events, "/tasks/oom", Duration::from_secs(20), |l| {
+                l.contains("/tasks/oom") && l.contains(&victim.id)
+            });
+        if published.is_ok() {
+            return Err(format!(
+                "TaskOOM published for {}, a task of another VM",
+                victim.id
+            ));
+        }
+        let text = std::fs::read(&log).unwrap_or_default();
+        let tail = String::from_utf8_lossy(text.get(log_from..).unwrap_or_default());
+        let refused = tail
+            .lines()
+            .any(|l| l.contains("OOM event from the guest refused") && l.contains(&victim.id));
+        if !refused {
+            return Err(
+                "the guest's forged OOM event never reached the shim (no refusal logged)".into(),
+            );
+        }
+        println!(
+            "    guest rewrote {rewrote} copies of its id in the agent; its OOM kill reported as {}: refused, no TaskOOM",
+            victim.id
+        );
+        Ok(())
+    })();
+    let _ = events.kill();
+    let _ = events.wait();
+    result
+}

@@ -117,6 +117,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         task_survives_a_containerd_restart,
         Scope::Every,
     ),
+    (
+        "foreign_oom_events_are_not_published",
+        foreign_oom_events_are_not_published,
+        Scope::First,
+    ),
     ("soak_plain_cycles", soak_plain_cycles, Scope::Every),
     ("soak_fault_cycles", soak_fault_cycles, Scope::First),
     ("soak_pods_at_once", soak_pods_at_once, Scope::First),

@@ -272,6 +272,20 @@ fn kill9(pid: &str) -> Result<(), String> {
     expect_success(&run(Command::new("kill").args(["-9", pid]))?)
 }
 
+/// Kills `victim` of `vm_id` as soon as one exists, while its create runs
+/// (the first process found may end by itself first: another is sought).
+fn kill_when_seen(env: &Env, vm_id: &str, victim: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pid = victim_pid(env, vm_id, victim, left)?;
+        match kill9(&pid) {
+            Err(e) if e.contains("No such process") && Instant::now() < deadline => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Fault cycles: each kills one VM process (shim, QEMU, vhost-device-vsock
 /// or virtiofsd) at one step (create, start, exec, delete) of a `ctr` task
 /// or a CRI pod, with a containerd restart in the middle. Every task ends
@@ -363,8 +377,7 @@ fn ctr_fault(
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| e.to_string())?;
-            let killed =
-                victim_pid(env, &id, victim, Duration::from_secs(60)).and_then(|p| kill9(&p));
+            let killed = kill_when_seen(env, &id, victim);
             let o = finish(child, CMD_TIMEOUT)?;
             killed?;
             started = o.status.success();
@@ -485,10 +498,7 @@ fn cri_fault(
             if !events.exit_of(id, Duration::from_secs(30)) {
                 return Err(format!("no /tasks/exit for container {id}"));
             }
-            let status = cri.container_status(id)?;
-            if status.state != ContainerState::ContainerExited as i32 {
-                return Err(format!("container {id} after the fault: {status:?}"));
-            }
+            exited(&mut cri, id)?;
         }
         Ok(())
     })();
@@ -500,6 +510,22 @@ fn cri_fault(
     }
     body?;
     removed
+}
+
+/// Waits (30 s at most) until CRI reports container `id` exited: CRI
+/// applies a TaskExit a moment after containerd's clients see it.
+fn exited(cri: &mut Cri, id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cri.container_status(id)?;
+        if status.state == ContainerState::ContainerExited as i32 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("container {id} after the fault: {status:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// HULL_SOAK_PODS CRI pods started at once, each with a container whose
