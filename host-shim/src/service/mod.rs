@@ -251,13 +251,31 @@ impl HullShim {
             signal: req.signal,
             ..Default::default()
         };
-        sandbox
+        let sent = sandbox
             .agent
             .agent
             .signal_process(sandbox.agent.ctx(), &sig)
-            .await
-            .map_err(ShimError::agent("SignalProcess"))?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // SIGKILL of the task the VM is for: a guest that does not carry
+            // it out (a lying or broken agent) loses its VM, so the task
+            // still ends and can be deleted.
+            Err(e)
+                if req.signal == libc::SIGKILL as u32
+                    && req.exec_id.is_empty()
+                    && req.id == sandbox.id =>
+            {
+                slog::warn!(self.0.log, "the guest failed SIGKILL of the VM's task; stopping the VM";
+                    "task" => &req.id, "error" => %e);
+                sandbox.vm.declare_dead(format!(
+                    "the guest failed SIGKILL of task {:?}: {e}",
+                    req.id
+                ));
+                Ok(())
+            }
+            Err(e) => Err(ShimError::agent("SignalProcess")(e)),
+        }
     }
 
     fn state(&self, req: &api::StateRequest) -> Result<api::StateResponse, ShimError> {
