@@ -59,7 +59,8 @@ test: lint unit manifests fuzz-smoke rpc conformance e2e
 # The soak and fault suite at full size (make e2e runs it small): plain
 # cycles (ctr tasks and CRI pods, alternating; SOAK_HOURS keeps them going
 # that long), fault cycles (kill -9 at each step, containerd restarted in
-# the middle), pods at once, execs at once and PID reuse.
+# the middle), pods at once, execs at once and PID reuse. Both containerd
+# versions; HULL_E2E_CONTAINERD=1.6 (or 2.3) for one.
 SOAK_CYCLES ?= 500
 SOAK_FAULTS ?= 64
 SOAK_PODS ?= 20
