@@ -40,7 +40,10 @@ fn main() {
     // HULL_E2E_CONTAINERD=1.6 (or 2.3) runs against that one only.
     let only = std::env::var("HULL_E2E_CONTAINERD").ok();
     for containerd in env::Containerd::ALL {
-        if only.as_ref().is_some_and(|v| !containerd.name().ends_with(v.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|v| !containerd.name().ends_with(v.as_str()))
+        {
             continue;
         }
         let env = match env::Env::start(containerd) {
