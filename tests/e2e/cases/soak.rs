@@ -234,8 +234,7 @@ const VICTIMS: [&str; 4] = [
 /// The pid of `victim` for the VM `vm_id`, once it exists: its shim, or a
 /// child of that shim (a pod's long id puts the VM's sockets under a
 /// shorter path, so the command lines need not name it).
-fn victim_pid(env: &Env, vm_id: &str, victim: &str, limit: Duration) -> Result<String, String> {
-    let _ = env;
+fn victim_pid(vm_id: &str, victim: &str, limit: Duration) -> Result<String, String> {
     let deadline = Instant::now() + limit;
     loop {
         let shim = Env::processes_with(&format!("-id {vm_id} "))
@@ -274,11 +273,11 @@ fn kill9(pid: &str) -> Result<(), String> {
 
 /// Kills `victim` of `vm_id` as soon as one exists, while its create runs
 /// (the first process found may end by itself first: another is sought).
-fn kill_when_seen(env: &Env, vm_id: &str, victim: &str) -> Result<(), String> {
+fn kill_when_seen(vm_id: &str, victim: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let pid = victim_pid(env, vm_id, victim, left)?;
+        let pid = victim_pid(vm_id, victim, left)?;
         match kill9(&pid) {
             Err(e) if e.contains("No such process") && Instant::now() < deadline => continue,
             r => return r,
@@ -377,7 +376,7 @@ fn ctr_fault(
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| e.to_string())?;
-            let killed = kill_when_seen(env, &id, victim);
+            let killed = kill_when_seen(&id, victim);
             let o = finish(child, CMD_TIMEOUT)?;
             killed?;
             started = o.status.success();
@@ -389,7 +388,7 @@ fn ctr_fault(
             wait_running(env, &id)?;
             restart(env, events)?;
             wait_status(env, &id, "RUNNING")?;
-            let pid = victim_pid(env, &id, victim, Duration::from_secs(5))?;
+            let pid = victim_pid(&id, victim, Duration::from_secs(5))?;
             match step {
                 Step::Exec => {
                     let mut exec = env.ctr();
@@ -453,7 +452,7 @@ fn cri_fault(
         started.push(a.clone());
         restart(env, events)?;
         cri = Cri::connect_ready(&env.sock)?;
-        let pid = victim_pid(env, &pod.id, victim, Duration::from_secs(5))?;
+        let pid = victim_pid(&pod.id, victim, Duration::from_secs(5))?;
         match step {
             Step::Create => {
                 let killer = std::thread::spawn(move || {
@@ -653,12 +652,7 @@ pub(super) fn soak_execs_at_once_and_pid_reuse(env: &Env) -> Result<(), String> 
     let config = attacker_config(env, "soak-execs")?;
     let pod = run_sleeping_pod(env, "execs", &config)?;
     let task = pod.member_detached(&env.unique("execs-c"), &[])?;
-    let shim = victim_pid(
-        env,
-        &pod.id,
-        "containerd-shim-hull-v2",
-        Duration::from_secs(5),
-    )?;
+    let shim = victim_pid(&pod.id, "containerd-shim-hull-v2", Duration::from_secs(5))?;
     let (fds, guest) = (open_fds(&shim), guest_counts(env, &pod.id)?);
     let start = Instant::now();
     for round in ["a", "b"] {

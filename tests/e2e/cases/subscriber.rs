@@ -37,11 +37,7 @@ impl EventSubscriber {
                 *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctr);
                 // Dropped meanwhile: Drop set the flag before it took the child.
                 if flag.load(Ordering::SeqCst) {
-                    if let Some(mut ctr) = running.lock().unwrap_or_else(|e| e.into_inner()).take()
-                    {
-                        let _ = ctr.kill();
-                        let _ = ctr.wait();
-                    }
+                    end_child(&running);
                     return;
                 }
                 for line in out.into_iter().flat_map(|o| {
@@ -51,10 +47,7 @@ impl EventSubscriber {
                         break;
                     }
                 }
-                if let Some(mut ctr) = running.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = ctr.kill();
-                    let _ = ctr.wait();
-                }
+                end_child(&running);
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
@@ -96,9 +89,14 @@ impl EventSubscriber {
 impl Drop for EventSubscriber {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(mut ctr) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = ctr.kill();
-            let _ = ctr.wait();
-        }
+        end_child(&self.child);
+    }
+}
+
+/// Kills and reaps the running `ctr events`, if any.
+fn end_child(child: &std::sync::Mutex<Option<std::process::Child>>) {
+    if let Some(mut ctr) = child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = ctr.kill();
+        let _ = ctr.wait();
     }
 }
