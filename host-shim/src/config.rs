@@ -67,6 +67,10 @@ pub struct HypervisorConfig {
 pub struct SharedFsConfig {
     pub kind: SharedFs,
     pub virtiofsd: PathBuf,
+    /// Whether the guest may set the setuid and setgid bits on shared files
+    /// (see helper_limits). Off: such calls fail with EPERM in the guest.
+    #[serde(default)]
+    pub allow_setuid_files: bool,
 }
 
 /// How the host reaches the guest's vsock.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::accel::{self, Choice};
 use crate::config::{ConfigError, HullConfig, SharedFs, VsockTransportKind};
+use crate::helper_limits::{HelperLimits, HelperLimitsError};
 use crate::hypervisor::{Hypervisor, Nic, Qemu, SharedDevice, VmSpec, VsockDevice};
 use crate::network::PodNetwork;
 use crate::vsock::{HybridVsock, KernelVsock, VsockTransport};
@@ -29,6 +30,8 @@ pub enum VmError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Accel(#[from] accel::AccelError),
+    #[error(transparent)]
+    HelperLimits(#[from] HelperLimitsError),
     #[error("start {helper} ({path}): {source}")]
     Spawn {
         helper: &'static str,
@@ -139,19 +142,39 @@ pub struct Vm {
     console: Option<tokio::task::JoinHandle<()>>,
     /// How long a process gets to die after SIGKILL before stop goes on.
     kill_wait: Duration,
+    /// What QEMU and the helpers may not do to host files.
+    limits: Arc<HelperLimits>,
     log: slog::Logger,
     /// The listener for the agent's readiness announcement, until taken.
     pub ready: Option<tokio::net::UnixListener>,
 }
 
-/// Starts a helper or the hypervisor. `fds[i]` is open in the child as
-/// descriptor `FIRST_PASSED_FD + i`.
+/// The guest kernel's command line before Hull's own words and the
+/// configuration's.
+const BASE_KERNEL_PARAMS: &str = "console=ttyS0 panic=-1 quiet";
+
+/// virtiofsd's `--modcaps` value taking away `caps`: "-mknod:-setfcap".
+fn modcaps(caps: &[capctl::Cap]) -> String {
+    caps.iter()
+        .map(|c| {
+            format!(
+                "-{}",
+                c.to_string().to_lowercase().trim_start_matches("cap_")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Starts a helper or the hypervisor under `limits`. `fds[i]` is open in
+/// the child as descriptor `FIRST_PASSED_FD + i`.
 fn spawn(
     name: &'static str,
     path: &Path,
     args: &[String],
     log_file: &Path,
     fds: &[RawFd],
+    limits: &Arc<HelperLimits>,
 ) -> Result<(tokio::process::Child, i32), VmError> {
     let err = |source| VmError::Spawn {
         helper: name,
@@ -166,9 +189,10 @@ fn spawn(
         .stderr(log)
         .kill_on_drop(true);
     let fds = fds.to_vec();
+    let limits = Arc::clone(limits);
     // SAFETY: prctl, fcntl and dup2 are async-signal-safe and touch no
-    // shared memory; the descriptors are open in the parent until spawn
-    // returns.
+    // shared memory (so is `apply_to_self`, which allocates nothing); the
+    // descriptors are open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             // The helper dies with the shim, so none can outlive it.
@@ -189,7 +213,7 @@ fn spawn(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            Ok(())
+            limits.apply_to_self()
         });
     }
     let child = cmd.spawn().map_err(err)?;
@@ -284,6 +308,7 @@ impl Vm {
             guest_log: None,
             console: None,
             kill_wait: Duration::from_secs(cfg.timeouts.kill_wait_secs),
+            limits: Arc::new(HelperLimits::new(cfg.shared_fs.allow_setuid_files)?),
             log: log.clone(),
             ready: None,
         };
@@ -339,6 +364,7 @@ impl Vm {
             &hypervisor.args(&spec),
             &vm.paths.helper_log(hypervisor.name()),
             &tap_fds,
+            &vm.limits,
         )?;
         vm.supervise(hypervisor.name(), child, pid);
         slog::info!(log, "vm started"; "hypervisor" => hypervisor.name(), "pid" => pid,
@@ -370,6 +396,7 @@ impl Vm {
             &args,
             &p.helper_log(name),
             &[],
+            &self.limits,
         )?;
         self.supervise(name, child, pid);
         let socket = self.paths.vhost_vsock.clone();
@@ -387,9 +414,9 @@ impl Vm {
             "--cache=auto".to_string(),
             "--announce-submounts".to_string(),
             "--sandbox=chroot".to_string(),
-            // No device nodes: whatever the guest creates in the share is
-            // a file on the host, never a device.
-            "--modcaps=-mknod".to_string(),
+            // It must not ask for what it was started without (see
+            // helper_limits); it would fail to start.
+            format!("--modcaps={}", modcaps(self.limits.dropped_capabilities())),
         ];
         let name = "virtiofsd";
         let (child, pid) = spawn(
@@ -398,6 +425,7 @@ impl Vm {
             &args,
             &p.helper_log(name),
             &[],
+            &self.limits,
         )?;
         self.supervise(name, child, pid);
         let socket = self.paths.virtiofs.clone();
@@ -519,7 +547,7 @@ fn vm_spec(
     shared: SharedDevice,
 ) -> VmSpec {
     let h = &cfg.hypervisor;
-    let mut cmdline = format!("console=ttyS0 panic=-1 quiet hull.log={}", cfg.log_level);
+    let mut cmdline = format!("{BASE_KERNEL_PARAMS} hull.log={}", cfg.log_level);
     if !h.kernel_params.is_empty() {
         cmdline.push(' ');
         cmdline.push_str(&h.kernel_params);
@@ -550,6 +578,15 @@ fn guest_cid(sandbox_id: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtiofsd_is_told_the_capabilities_it_starts_without() {
+        use capctl::Cap;
+        assert_eq!(
+            modcaps(&[Cap::MKNOD, Cap::SETFCAP, Cap::FSETID]),
+            "-mknod:-setfcap:-fsetid"
+        );
+    }
 
     #[test]
     fn vm_directory_keeps_every_socket_path_addressable() {
