@@ -18,7 +18,7 @@ use super::*;
 use crate::cri::{container_config, pod_config, Cri};
 use crate::env::{finish, run, Env};
 
-fn knob(name: &str, default: u64) -> u64 {
+pub(super) fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
