@@ -186,16 +186,11 @@ pub(super) fn an_exit_while_containerd_is_down_is_delivered(env: &Env) -> Result
     env.start_containerd()?;
     let wanted = |l: &str| l.contains("/tasks/exit") && l.contains(&task.id);
     let seen = subscriber.wait_for(wanted, Duration::from_secs(15));
-    let logged = || {
-        let text = std::fs::read(&log).unwrap_or_default();
-        let tail = String::from_utf8_lossy(text.get(log_before as usize..).unwrap_or_default());
-        tail.lines().any(|l| {
-            l.contains("event delivered after containerd was unreachable")
-                && l.contains("/tasks/exit")
-                && l.contains(&task.id)
-        })
-    };
-    match (seen, logged()) {
+    let shim_lines = lines_naming(&log, log_before, &task.id);
+    let logged = shim_lines.iter().any(|l| {
+        l.contains("event delivered after containerd was unreachable") && l.contains("/tasks/exit")
+    });
+    match (seen, logged) {
         (true, _) => println!(
             "    /tasks/exit seen by ctr events after {:.0}s of containerd down",
             down.elapsed().as_secs_f64()
@@ -204,10 +199,24 @@ pub(super) fn an_exit_while_containerd_is_down_is_delivered(env: &Env) -> Result
             println!("    /tasks/exit delivered before ctr events subscribed (shim log)")
         }
         (false, false) => {
-            return Err("the TaskExit made while containerd was down never arrived".into())
+            return Err(format!(
+                "the TaskExit made while containerd was down never arrived; the shim's lines \
+                 since the restart:\n{}",
+                shim_lines[shim_lines.len().saturating_sub(12)..].join("\n")
+            ))
         }
     }
     wait_status(env, &task.id, "STOPPED")
+}
+
+/// The lines of containerd's log after `offset` that name `id`.
+fn lines_naming(log: &std::path::Path, offset: u64, id: &str) -> Vec<String> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let tail = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default());
+    tail.lines()
+        .filter(|l| l.contains(id))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A shim daemon that no containerd calls (its `start` caller went away)
