@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e soak bench bench-jail lint clean fuzz fuzz-smoke
+.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -15,7 +15,7 @@ build:
 # The agent is PID 1 of a bare initrd: statically linked. Naming --target
 # keeps build scripts and proc macros out of the static flags.
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p hull-agent --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" $(CARGO) build --release -p hull-agent --target $(TARGET)
 
 # The debug image adds a shell (static busybox) for hull.debug_console=on.
 image: agent build
@@ -71,6 +71,14 @@ soak: install
 	HULL_SOAK_EXECS=$(SOAK_EXECS) HULL_SOAK_HOURS=$(SOAK_HOURS) HULL_E2E_LIMIT_MINUTES=0 \
 	$(CARGO) test -p hull-tests --test e2e -- soak_
 
+# The hostile-guest cases at full size (make e2e runs the console flood with
+# 4 MiB): the guest writes FLOOD_CONSOLE_MIB MiB to its serial console,
+# about 35 minutes for 1 GiB under TCG.
+FLOOD_CONSOLE_MIB ?= 1024
+hostile-full: install
+	HULL_FLOOD_CONSOLE_MIB=$(FLOOD_CONSOLE_MIB) HULL_E2E_LIMIT_MINUTES=0 \
+	$(CARGO) test -p hull-tests --test e2e -- console_flood
+
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer, stable toolchain) of what
 # the host parses from the guest: FUZZ_SECONDS per target; the seeds in
 # fuzz/seeds, the corpus grown in build/fuzz. `fuzz-smoke` is make test's
@@ -85,6 +93,12 @@ fuzz-smoke:
 
 bench: install bench-jail
 	bash scripts/bench.sh
+	bash scripts/boot-timeline.sh
+
+# Where a guest boot's time goes: the agent's steps over BOOT_RUNS quiet
+# boots, the kernel's slowest initcalls from one verbose boot.
+boot-timeline: install
+	bash scripts/boot-timeline.sh
 
 # hull-jail against runc and crun: the lifecycle of a `true` container.
 bench-jail: build

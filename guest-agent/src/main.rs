@@ -11,6 +11,7 @@
 )]
 
 mod bench_source;
+mod boot_steps;
 mod config;
 mod container;
 mod copy_file;
@@ -20,6 +21,7 @@ mod guest;
 mod listener;
 mod logging;
 mod metrics;
+mod modules;
 mod network;
 mod oom;
 mod pid1;
@@ -44,6 +46,7 @@ fn main() {
         _ => {}
     }
     if std::process::id() == 1 {
+        boot_steps::mark("init");
         if let Err(e) = early_pid1() {
             eprintln!("hull-agent: {e}");
             pid1::exit(1);
@@ -66,6 +69,7 @@ fn early_pid1() -> Result<(), Box<dyn std::error::Error>> {
     if switch_root::on_initramfs() {
         switch_root::leave_initramfs()?;
     }
+    boot_steps::mark("initramfs_left");
     Ok(())
 }
 
@@ -82,6 +86,7 @@ fn agent_main(cfg: config::AgentConfig) -> i32 {
             slog::crit!(log, "PID 1 setup failed"; "error" => %e);
             return 1;
         }
+        boot_steps::mark("modules");
         // The vsock driver is loaded now.
         if let Err(e) = host_log.serve() {
             slog::warn!(log, "agent logs stay on the console: cannot serve the log port"; "error" => %e);

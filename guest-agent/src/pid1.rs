@@ -20,17 +20,9 @@ pub enum Pid1Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("load module {path}: {source}")]
-    Module {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Modules(#[from] crate::modules::ModulesError),
 }
-
-/// Modules to load, one path per line, in dependency order (written by
-/// hull-image from modules.dep).
-const MODULE_LIST: &str = "/etc/hull/modules";
 
 struct BaseMount {
     fstype: &'static str,
@@ -109,7 +101,8 @@ pub fn setup(log: &slog::Logger) -> Result<(), Pid1Error> {
         mount_base(m)?;
     }
     enable_cgroup_controllers(log);
-    load_modules(log, Path::new(MODULE_LIST))
+    crate::boot_steps::mark("mounts");
+    Ok(crate::modules::load_from_image(log)?)
 }
 
 /// Lets child cgroups use every controller the kernel offers.
@@ -125,29 +118,6 @@ fn enable_cgroup_controllers(log: &slog::Logger) {
     if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), enable.join(" ")) {
         slog::warn!(log, "cannot enable cgroup controllers"; "error" => %e);
     }
-}
-
-fn load_modules(log: &slog::Logger, list: &Path) -> Result<(), Pid1Error> {
-    let Ok(text) = std::fs::read_to_string(list) else {
-        slog::info!(log, "no module list"; "path" => %list.display());
-        return Ok(());
-    };
-    for path in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let err = |source| Pid1Error::Module {
-            path: path.to_string(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(err)?;
-        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
-            Ok(()) | Err(nix::Error::EEXIST) => slog::debug!(log, "module loaded"; "path" => path),
-            Err(e) => return Err(err(e.into())),
-        }
-    }
-    Ok(())
 }
 
 /// Logs a panic and, as PID 1, powers the VM off instead of letting the

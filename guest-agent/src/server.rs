@@ -29,17 +29,6 @@ pub enum ServeError {
     Oom(std::io::Error),
 }
 
-/// Time since the kernel started, from /proc/uptime.
-fn uptime_ms() -> u64 {
-    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let secs: f64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    (secs * 1000.0) as u64
-}
-
 /// Tells the host the agent is serving (see `protocols::READY_PORT`).
 async fn announce_ready(log: slog::Logger) {
     use tokio::io::AsyncWriteExt;
@@ -101,7 +90,9 @@ pub async fn serve(cfg: AgentConfig, log: slog::Logger) -> Result<(), ServeError
         .register_service(health_ttrpc::create_health(Arc::new(service)));
     // Logged before accepting, so the line is on the console before any
     // client's first call succeeds.
-    slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => uptime_ms());
+    crate::boot_steps::mark("listening");
+    slog::info!(log, "agent ready"; "address" => &ttrpc_addr, "uptime_ms" => crate::boot_steps::uptime_ms(),
+        "boot_steps" => crate::boot_steps::summary());
     server.start().await?;
     if matches!(cfg.endpoint, Endpoint::Vsock { .. }) {
         tokio::spawn(announce_ready(log.clone()));

@@ -73,9 +73,7 @@ fn build(args: &Args) -> Result<(), String> {
     write_if_changed(&args.out.join("vmlinux"), &vmlinux)?;
 
     let dep = String::from_utf8(read(&moddir.join("modules.dep"))?).map_err(|e| e.to_string())?;
-    let order = ModulesDep::parse(&dep)
-        .load_order(REQUIRED)
-        .map_err(|e| e.to_string())?;
+    let dep = ModulesDep::parse(&dep);
     let mut archive = Archive::default();
     archive.add(
         "init",
@@ -119,17 +117,25 @@ fn build(args: &Args) -> Result<(), String> {
             },
         );
     }
+    // One group per required module, complete with its dependencies (the
+    // agent loads a group only if the VM has its device; see the agent's
+    // modules.rs), each file once in the image.
     let mut list = String::new();
-    for rel in &order {
-        let guest_path = format!("lib/modules/{version}/{rel}");
-        archive.add(
-            &guest_path,
-            Entry::File {
-                mode: 0o644,
-                data: read(&moddir.join(rel))?,
-            },
-        );
-        list.push_str(&format!("/{guest_path}\n"));
+    let mut in_image = std::collections::HashSet::new();
+    for group in REQUIRED {
+        for rel in dep.load_order(&[group]).map_err(|e| e.to_string())? {
+            let guest_path = format!("lib/modules/{version}/{rel}");
+            if in_image.insert(rel.clone()) {
+                archive.add(
+                    &guest_path,
+                    Entry::File {
+                        mode: 0o644,
+                        data: read(&moddir.join(&rel))?,
+                    },
+                );
+            }
+            list.push_str(&format!("{group} /{guest_path}\n"));
+        }
     }
     archive.add(
         "etc/hull/modules",
@@ -150,7 +156,7 @@ fn build(args: &Args) -> Result<(), String> {
     write_if_changed(&args.out.join("initrd.img"), &initrd)?;
     println!(
         "hull-image: kernel {version}, {} modules -> {}",
-        order.len(),
+        in_image.len(),
         args.out.display()
     );
     Ok(())

@@ -1,0 +1,236 @@
+//! The kernel modules the VM's devices need, loaded at boot.
+//!
+//! hull-image writes `/etc/hull/modules`: one `<group> <path>` line per
+//! module, each group (named by the module it is for) complete with its
+//! dependencies, in load order. A group for one kind of virtio device is
+//! loaded only when the VM has such a device: a VM with virtio-fs skips 9p,
+//! one without a NIC skips virtio-net. A line without a group is always
+//! loaded (the list of older images).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModulesError {
+    #[error("load module {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The list hull-image writes into the image.
+pub const MODULE_LIST: &str = "/etc/hull/modules";
+/// Where the virtio bus lists its devices, each with its device type.
+const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
+
+/// The virtio device type a group serves (virtio spec, "Device Types"), for
+/// groups needed only when such a device exists.
+fn device_type_of(group: &str) -> Option<u32> {
+    match group {
+        "virtio_net" => Some(1),
+        "virtio_blk" => Some(2),
+        "9p" | "9pnet_virtio" => Some(9),
+        "virtiofs" => Some(26),
+        _ => None,
+    }
+}
+
+/// The list's groups in order, each with its module paths.
+pub fn parse_list(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (group, path) = line.split_once(' ').unwrap_or(("", line));
+        match groups.last_mut() {
+            Some((g, paths)) if g == group => paths.push(path.trim().to_string()),
+            _ => groups.push((group.to_string(), vec![path.trim().to_string()])),
+        }
+    }
+    groups
+}
+
+/// Parses a sysfs `device` file ("0x001a").
+fn parse_device_type(text: &str) -> Option<u32> {
+    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The device types on the virtio bus now.
+fn virtio_device_types(dir: &Path) -> HashSet<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("device")).ok())
+        .filter_map(|t| parse_device_type(&t))
+        .collect()
+}
+
+/// What a boot's loading did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub modules: usize,
+    pub skipped_groups: Vec<String>,
+}
+
+/// Loads the groups of `text` the VM needs with `load`, each module once.
+/// Device types are read (with `device_types`) when the first group that
+/// depends on them comes, so after the virtio transport is loaded.
+pub fn load_needed(
+    text: &str,
+    mut device_types: impl FnMut() -> HashSet<u32>,
+    mut load: impl FnMut(&str) -> Result<(), ModulesError>,
+) -> Result<Loaded, ModulesError> {
+    let mut done = Loaded::default();
+    let mut types: Option<HashSet<u32>> = None;
+    let mut loaded = HashSet::new();
+    for (group, paths) in parse_list(text) {
+        if let Some(needed) = device_type_of(&group) {
+            if !types
+                .get_or_insert_with(&mut device_types)
+                .contains(&needed)
+            {
+                done.skipped_groups.push(group);
+                continue;
+            }
+        }
+        for path in paths {
+            if loaded.insert(path.clone()) {
+                load(&path)?;
+                done.modules += 1;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Loads what the VM needs from the image's list (nothing if there is none).
+pub fn load_from_image(log: &slog::Logger) -> Result<(), ModulesError> {
+    let Ok(text) = std::fs::read_to_string(MODULE_LIST) else {
+        slog::info!(log, "no module list"; "path" => MODULE_LIST);
+        return Ok(());
+    };
+    let done = load_needed(
+        &text,
+        || virtio_device_types(Path::new(VIRTIO_DEVICES)),
+        finit,
+    )?;
+    slog::debug!(log, "modules loaded"; "count" => done.modules,
+        "skipped" => done.skipped_groups.join(","));
+    Ok(())
+}
+
+fn finit(path: &str) -> Result<(), ModulesError> {
+    let err = |source| ModulesError::Load {
+        path: path.to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+        Err(e) => Err(err(e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = "virtio_pci /m/virtio.ko\n\
+                        virtio_pci /m/virtio_pci.ko\n\
+                        vmw_vsock_virtio_transport /m/vsock.ko\n\
+                        virtiofs /m/fuse.ko\n\
+                        virtiofs /m/virtiofs.ko\n\
+                        9pnet_virtio /m/9pnet.ko\n\
+                        9pnet_virtio /m/9pnet_virtio.ko\n\
+                        9p /m/9pnet.ko\n\
+                        9p /m/9p.ko\n\
+                        virtio_net /m/virtio_net.ko\n\
+                        bridge /m/bridge.ko\n";
+
+    fn run(text: &str, types: &[u32]) -> (Vec<String>, Loaded) {
+        let mut order = Vec::new();
+        let loaded = load_needed(
+            text,
+            || types.iter().copied().collect(),
+            |p| {
+                order.push(p.to_string());
+                Ok(())
+            },
+        )
+        .expect("loads");
+        (order, loaded)
+    }
+
+    #[test]
+    fn only_the_groups_of_present_devices_are_loaded() {
+        let (order, loaded) = run(LIST, &[19, 26]);
+        assert_eq!(
+            order,
+            [
+                "/m/virtio.ko",
+                "/m/virtio_pci.ko",
+                "/m/vsock.ko",
+                "/m/fuse.ko",
+                "/m/virtiofs.ko",
+                "/m/bridge.ko"
+            ]
+        );
+        assert_eq!(loaded.skipped_groups, ["9pnet_virtio", "9p", "virtio_net"]);
+    }
+
+    #[test]
+    fn a_module_in_two_groups_is_loaded_once() {
+        let (order, _) = run(LIST, &[9, 19, 1]);
+        assert_eq!(order.iter().filter(|p| *p == "/m/9pnet.ko").count(), 1);
+        assert!(order.contains(&"/m/9p.ko".to_string()));
+        assert!(order.contains(&"/m/virtio_net.ko".to_string()));
+        assert!(!order.contains(&"/m/virtiofs.ko".to_string()));
+    }
+
+    #[test]
+    fn a_list_without_groups_is_loaded_whole() {
+        let (order, loaded) = run("/m/a.ko\n/m/b.ko\n# note\n", &[]);
+        assert_eq!(order, ["/m/a.ko", "/m/b.ko"]);
+        assert!(loaded.skipped_groups.is_empty());
+    }
+
+    #[test]
+    fn device_types_are_read_only_when_a_device_group_comes() {
+        let mut reads = 0;
+        load_needed(
+            "virtio_pci /m/a.ko\nbridge /m/b.ko\n",
+            || {
+                reads += 1;
+                HashSet::new()
+            },
+            |_| Ok(()),
+        )
+        .expect("loads");
+        assert_eq!(reads, 0);
+    }
+
+    #[test]
+    fn sysfs_device_types_parse() {
+        assert_eq!(parse_device_type("0x001a\n"), Some(26));
+        assert_eq!(parse_device_type("0x0013"), Some(19));
+        assert_eq!(parse_device_type("junk"), None);
+    }
+
+    #[test]
+    fn a_failed_load_names_the_module() {
+        let err = load_needed("x /m/a.ko\n", HashSet::new, |p| {
+            Err(ModulesError::Load {
+                path: p.into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOEXEC),
+            })
+        })
+        .expect_err("fails");
+        assert!(err.to_string().contains("/m/a.ko"), "{err}");
+    }
+}
