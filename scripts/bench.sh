@@ -121,6 +121,34 @@ agent_bench() { # sandbox id
   printf '%-44s %8s kB\n' "agent RSS, $(sed -n 2p <<<"$rss" | field containers) containers" "$(sed -n 2p <<<"$rss" | field rss_kb)"
 }
 
+# The median of FIELD over the last $runs lines of the shim log that hold
+# both WHAT and the task ID (shim lines say "field: N", the agent's JSON
+# "field":N).
+log_median() { # id what field
+  grep -a -- "$2" "$HULL_CTRD_DIR/containerd.log" | grep -a -- "$1" | grep -a 'exec.\{1,3\}e[0-9]' \
+    | tail -n "$runs" | sed -n "s/.*$3\"\\{0,1\\}: *\([0-9]*\).*/\1/p" | median
+}
+# Where an exec's time goes, from the shim's and the agent's log lines of
+# the hull exec runs (microseconds, medians).
+exec_timeline() { # id total_ms
+  local rt setup start stdio wait
+  rt=$(log_median "$1" "exec started" agent_exec_us)
+  setup=$(log_median "$1" "process started" setup_us)
+  start=$(log_median "$1" "process started" start_us)
+  stdio=$(log_median "$1" "exec started" stdio_us)
+  wait=$(log_median "$1" "process exited" output_wait_us)
+  ms() { awk -v u="$1" 'BEGIN{printf "%.1f", u/1000}'; }
+  printf '\nhull exec timeline (medians, ms)\n'
+  printf '%-52s %8s\n' "shim -> agent ExecProcess, round trip" "$(ms "$rt")"
+  printf '%-52s %8s\n' "  agent: rustjail set-up (fork, setns, cgroup)" "$(ms "$setup")"
+  printf '%-52s %8s\n' "  agent: start (exec of the process)" "$(ms "$start")"
+  printf '%-52s %8s\n' "  ttrpc, vsock, spec checks" "$(ms $((rt - setup - start)))"
+  printf '%-52s %8s\n' "shim: stdio streams connected" "$(ms "$stdio")"
+  printf '%-52s %8s\n' "shim: exit reported -> output drained" "$(ms "$wait")"
+  printf '%-52s %8s\n' "ctr, containerd, Exec/Wait/Delete RPCs (the rest)" \
+    "$(awk -v t="$2" -v u=$((rt + stdio + wait)) 'BEGIN{printf "%.1f", t - u/1000}')"
+}
+
 hull_exec=$(exec_runs io.containerd.hull.v2 --runtime-config-path "$vsock_config" | median)
 hid="bench-exec-io.containerd.hull.v2-$$"
 shim_pid=$(pgrep -f "containerd-shim-hull-v2 .*-id $hid" | head -1)
@@ -144,6 +172,7 @@ printf '%-28s %10s %8s
 ' "runc (io.containerd.runc.v2)" "$runc_exec" "1.00"
 printf '%-28s %10s %8s
 ' "hull (io.containerd.hull.v2)" "$hull_exec" "$(awk -v a="$hull_exec" -v b="$runc_exec" 'BEGIN{printf "%.2f", a/b}')"
+exec_timeline "$hid" "$hull_exec"
 printf '
 host memory of one running sandbox (RSS)
 '

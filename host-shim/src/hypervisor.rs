@@ -148,8 +148,8 @@ impl Hypervisor for Qemu {
                 "-fsdev".to_string(),
                 // passthrough: QEMU 7.2's mapped-xattr cannot read the real
                 // symlinks of an image rootfs (busybox's /bin/sh fails), so
-                // the guest's modes reach the host files; the shim's binds
-                // carry nosuid,nodev so none acts through the share.
+                // the guest's ownership reaches the host files; QEMU runs
+                // under helper_limits, so no setuid bit or device node does.
                 format!(
                     "local,id=fs,path={},security_model=passthrough",
                     dir.display()

@@ -89,6 +89,7 @@ impl HullShim {
                 ))
             })?;
         let sandbox = self.sandbox().await?;
+        let began = std::time::Instant::now();
         let exec = agent::ExecProcessRequest {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -112,6 +113,7 @@ impl HullShim {
             .exec_process(sandbox.agent.ctx(), &exec)
             .await
             .map_err(ShimError::agent("ExecProcess"))?;
+        let exec_done = std::time::Instant::now();
         let stdio = ProcessStdio::attach(
             sandbox.vsock.as_ref(),
             &req.id,
@@ -129,6 +131,10 @@ impl HullShim {
             }
         };
         *proc.stdio.lock().await = Some(stdio);
+        // The exec timeline `make bench` prints comes from this line.
+        slog::info!(self.0.log, "exec started"; "container" => &req.id, "exec" => &req.exec_id,
+            "agent_exec_us" => exec_done.duration_since(began).as_micros(),
+            "stdio_us" => exec_done.elapsed().as_micros());
         proc.mark_running();
         tokio::spawn(self.clone().watch_exit(task.clone(), proc.clone(), sandbox));
         self.publish(TaskExecStarted {

@@ -123,12 +123,15 @@ impl HullShim {
         } else {
             sandbox.exit_output
         };
+        let exited = Instant::now();
         if !finish_outputs(outputs, bound).await {
             slog::warn!(self.0.log, "output still open after the exit; cut";
                 "container" => &task.id, "exec" => &proc.id, "waited" => ?bound);
         }
         let _order = proc.lifecycle.lock().await;
         let exit = proc.set_exit(status);
+        slog::info!(self.0.log, "process exited"; "container" => &task.id, "exec" => &proc.id,
+            "status" => exit.status, "output_wait_us" => exited.elapsed().as_micros());
         self.publish(TaskExit {
             container_id: task.id.clone(),
             id: proc.id.clone(),
