@@ -6,9 +6,15 @@
 //! loaded only when the VM has such a device: a VM with virtio-fs skips 9p,
 //! one without a NIC skips virtio-net. A line without a group is always
 //! loaded (the list of older images).
+//!
+//! Groups that nothing needs before the agent answers ([`DEFERRED`]) load
+//! on a low-priority thread instead, off the boot's critical path; creating
+//! a container waits for them (they are for containers).
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
@@ -71,11 +77,18 @@ fn virtio_device_types(dir: &Path) -> HashSet<u32> {
         .collect()
 }
 
+/// Groups for containers, not for the VM's devices: overlay mounts and a
+/// privileged container's bridge. About 70 ms of a TCG boot (`make
+/// boot-timeline`).
+const DEFERRED: &[&str] = &["overlay", "bridge"];
+
 /// What a boot's loading did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Loaded {
     pub modules: usize,
     pub skipped_groups: Vec<String>,
+    /// The modules of [`DEFERRED`] groups not loaded yet, in load order.
+    pub deferred: Vec<String>,
 }
 
 /// Loads the groups of `text` the VM needs with `load`, each module once.
@@ -90,6 +103,14 @@ pub fn load_needed(
     let mut types: Option<HashSet<u32>> = None;
     let mut loaded = HashSet::new();
     for (group, paths) in parse_list(text) {
+        if DEFERRED.contains(&group.as_str()) {
+            for path in paths {
+                if !loaded.contains(&path) && !done.deferred.contains(&path) {
+                    done.deferred.push(path);
+                }
+            }
+            continue;
+        }
         if let Some(needed) = device_type_of(&group) {
             if !types
                 .get_or_insert_with(&mut device_types)
@@ -109,7 +130,8 @@ pub fn load_needed(
     Ok(done)
 }
 
-/// Loads what the VM needs from the image's list (nothing if there is none).
+/// Loads what the VM needs from the image's list (nothing if there is
+/// none), and starts the background load of the deferred groups.
 pub fn load_from_image(log: &slog::Logger) -> Result<(), ModulesError> {
     let Ok(text) = std::fs::read_to_string(MODULE_LIST) else {
         slog::info!(log, "no module list"; "path" => MODULE_LIST);
@@ -121,8 +143,59 @@ pub fn load_from_image(log: &slog::Logger) -> Result<(), ModulesError> {
         finit,
     )?;
     slog::debug!(log, "modules loaded"; "count" => done.modules,
-        "skipped" => done.skipped_groups.join(","));
+        "skipped" => done.skipped_groups.join(","), "deferred" => done.deferred.len());
+    load_in_background(done.deferred, log.clone());
     Ok(())
+}
+
+/// Whether deferred modules are still loading, and its wake-up.
+static PENDING: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+fn set_pending(value: bool) {
+    *PENDING.0.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    PENDING.1.notify_all();
+}
+
+/// Loads `paths` on a thread at the lowest priority, so the agent's own
+/// start goes first on a one-vCPU VM. A module that fails is logged: a
+/// container that needs it fails with its own error.
+fn load_in_background(paths: Vec<String>, log: slog::Logger) {
+    if paths.is_empty() {
+        return;
+    }
+    set_pending(true);
+    let thread_log = log.clone();
+    let spawned = std::thread::Builder::new()
+        .name("modules".into())
+        .spawn(move || {
+            let log = thread_log;
+            // SAFETY: setpriority on this thread's own id (who = 0 is the
+            // calling thread under Linux's per-thread nice values).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            let began = Instant::now();
+            for path in &paths {
+                if let Err(e) = finit(path) {
+                    slog::warn!(log, "deferred module not loaded"; "error" => %e);
+                }
+            }
+            slog::debug!(log, "deferred modules loaded"; "count" => paths.len(),
+                "ms" => began.elapsed().as_millis());
+            set_pending(false);
+        });
+    if let Err(e) = spawned {
+        slog::warn!(log, "deferred modules not loaded: no thread"; "error" => %e);
+        set_pending(false);
+    }
+}
+
+/// Waits (at most `limit`) for the deferred modules; whether they are in.
+pub fn wait_for_deferred(limit: Duration) -> bool {
+    let guard = PENDING.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, _) = PENDING
+        .1
+        .wait_timeout_while(guard, limit, |pending| *pending)
+        .unwrap_or_else(|e| e.into_inner());
+    !*guard
 }
 
 fn finit(path: &str) -> Result<(), ModulesError> {
@@ -178,10 +251,39 @@ mod tests {
                 "/m/vsock.ko",
                 "/m/fuse.ko",
                 "/m/virtiofs.ko",
-                "/m/bridge.ko"
             ]
         );
         assert_eq!(loaded.skipped_groups, ["9pnet_virtio", "9p", "virtio_net"]);
+        assert_eq!(loaded.deferred, ["/m/bridge.ko"]);
+    }
+
+    #[test]
+    fn deferred_groups_skip_what_boot_loaded_and_repeat_nothing() {
+        let list = "virtio_pci /m/virtio.ko\n\
+                    overlay /m/overlay.ko\n\
+                    bridge /m/llc.ko\n\
+                    bridge /m/bridge.ko\n\
+                    bridge /m/virtio.ko\n\
+                    other /m/llc.ko\n";
+        let (order, loaded) = run(list, &[]);
+        assert_eq!(order, ["/m/virtio.ko", "/m/llc.ko"]);
+        assert_eq!(
+            loaded.deferred,
+            ["/m/overlay.ko", "/m/llc.ko", "/m/bridge.ko"]
+        );
+    }
+
+    #[test]
+    fn waiting_for_deferred_modules_ends_when_they_are_in_or_at_the_limit() {
+        assert!(wait_for_deferred(Duration::ZERO), "nothing pending");
+        set_pending(true);
+        assert!(!wait_for_deferred(Duration::from_millis(20)));
+        let done = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            set_pending(false);
+        });
+        assert!(wait_for_deferred(Duration::from_secs(10)));
+        done.join().unwrap();
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::storage;
 
 use super::{blocking, Service};
 
+/// How long a container's creation waits for the modules the boot
+/// deferred; they take well under a second even under TCG.
+const DEFERRED_MODULES_LIMIT: Duration = Duration::from_secs(10);
+
 fn check_id(field: &'static str, id: &str) -> Result<(), AgentError> {
     if protocols::stream::valid_id(id) {
         Ok(())
@@ -196,6 +200,16 @@ impl Service {
                 AgentError::invalid("OCI root.path", "must be an absolute guest path")
             })?;
         let reservation = self.0.registry.reserve(&req.container_id)?;
+        // Overlay storages and a privileged container's bridge need the
+        // modules the boot left for later.
+        if !blocking("wait for modules", || {
+            crate::modules::wait_for_deferred(DEFERRED_MODULES_LIMIT)
+        })
+        .await?
+        {
+            slog::warn!(self.0.log, "deferred modules still loading; creating the container anyway";
+                "container" => &req.container_id);
+        }
         let mut undo = scopeguard::guard(Vec::<PathBuf>::new(), |m| {
             m.iter().rev().for_each(|p| storage::unmount(p))
         });
@@ -339,6 +353,7 @@ impl Service {
         let cgroup = c.cgroup_path.clone();
         let cmd = init_command();
         let since = self.0.reaper.mark();
+        let began = std::time::Instant::now();
         let mut created = blocking("exec task", move || {
             rustjail::container::exec(&cmd, config, &cgroup, stdio)
         })
@@ -353,6 +368,7 @@ impl Service {
             }
         };
         let pid = created.pid.as_raw();
+        let set_up = began.elapsed();
         // The reaper keeps an early exit until it is watched.
         blocking("start exec task", move || created.start()).await??;
         let p = Process::new(
@@ -362,7 +378,9 @@ impl Service {
             io,
         );
         slot.fill(Arc::new(p));
-        slog::info!(self.0.log, "process started"; "container" => &req.container_id, "exec" => &req.exec_id, "pid" => pid);
+        slog::info!(self.0.log, "process started"; "container" => &req.container_id,
+            "exec" => &req.exec_id, "pid" => pid, "setup_us" => set_up.as_micros(),
+            "start_us" => (began.elapsed() - set_up).as_micros());
         Ok(())
     }
 
