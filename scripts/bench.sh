@@ -142,11 +142,11 @@ exec_timeline() { # id total_ms
   printf '%-52s %8s\n' "shim -> agent ExecProcess, round trip" "$(ms "$rt")"
   printf '%-52s %8s\n' "  agent: rustjail set-up (fork, setns, cgroup)" "$(ms "$setup")"
   printf '%-52s %8s\n' "  agent: start (exec of the process)" "$(ms "$start")"
-  printf '%-52s %8s\n' "  ttrpc, vsock, spec checks" "$(ms $((rt - setup - start)))"
+  printf '%-52s %8s\n' "  ttrpc, vsock, spec checks" "$(awk -v r="$rt" -v s="$setup" -v t="$start" 'BEGIN{printf "%.1f", (r - s - t)/1000}')"
   printf '%-52s %8s\n' "shim: stdio streams connected" "$(ms "$stdio")"
   printf '%-52s %8s\n' "shim: exit reported -> output drained" "$(ms "$wait")"
   printf '%-52s %8s\n' "ctr, containerd, Exec/Wait/Delete RPCs (the rest)" \
-    "$(awk -v t="$2" -v u=$((rt + stdio + wait)) 'BEGIN{printf "%.1f", t - u/1000}')"
+    "$(awk -v t="$2" -v a="$rt" -v b="$stdio" -v c="$wait" 'BEGIN{printf "%.1f", t - (a + b + c)/1000}')"
 }
 
 hull_exec=$(exec_runs io.containerd.hull.v2 --runtime-config-path "$vsock_config" | median)

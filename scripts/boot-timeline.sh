@@ -51,7 +51,7 @@ for s in init initramfs_left mounts modules listening; do
   label=$s
   case $s in
     init) label="kernel: start -> agent runs as /init" ;;
-    initramfs_left) label="agent: initramfs moved to tmpfs" ;;
+    initramfs_left) label="agent: initramfs bound as its root" ;;
     mounts) label="agent: base mounts, cgroup controllers" ;;
     modules) label="agent: kernel modules the devices need" ;;
     listening) label="agent: serving (agent ready)" ;;

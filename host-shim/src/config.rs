@@ -60,6 +60,10 @@ pub struct HypervisorConfig {
     pub memory_mib: u32,
     #[serde(default)]
     pub kernel_params: String,
+    /// The firmware QEMU starts before the kernel (`-bios`); none: QEMU's
+    /// own (SeaBIOS).
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,8 +248,6 @@ impl HullConfig {
         })
     }
 
-    /// Checks that every file the VM needs is there, naming the config key
-    /// of the first one that is not.
     /// The files the configuration names that must exist: (what, key, path).
     pub fn required_files(&self) -> Vec<(&'static str, &'static str, &Path)> {
         let mut files = vec![
@@ -261,6 +263,9 @@ impl HullConfig {
                 &self.hypervisor.initrd,
             ),
         ];
+        if let Some(firmware) = &self.hypervisor.firmware {
+            files.push(("guest firmware", "hypervisor.firmware", firmware));
+        }
         match self.vsock.transport {
             VsockTransportKind::Hybrid => files.push((
                 "vsock helper",
@@ -324,6 +329,15 @@ mod tests {
             err.contains("hypervisor.kernel") && err.contains("/nonexistent/vmlinux"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_named_firmware_is_required_and_none_means_qemus_own() {
+        let mut c = HullConfig::parse(SAMPLE, Path::new("/etc/hull/configuration.toml")).unwrap();
+        let keys = |c: &HullConfig| c.required_files().iter().map(|f| f.1).collect::<Vec<_>>();
+        assert!(keys(&c).contains(&"hypervisor.firmware"));
+        c.hypervisor.firmware = None;
+        assert!(!keys(&c).contains(&"hypervisor.firmware"));
     }
 
     #[test]

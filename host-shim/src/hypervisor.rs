@@ -36,6 +36,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// `-bios`: the firmware before the kernel; None: QEMU's default.
+    pub firmware: Option<PathBuf>,
     pub cmdline: String,
     /// The guest's serial console is sent to this Unix socket.
     pub console: PathBuf,
@@ -117,6 +119,9 @@ impl Hypervisor for Qemu {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(firmware) = &vm.firmware {
+            a.extend(["-bios".to_string(), firmware.display().to_string()]);
+        }
         a.extend(match &vm.vsock {
             VsockDevice::VhostUser { socket } => vec![
                 "-chardev".to_string(),
@@ -174,6 +179,7 @@ mod tests {
             memory_mib: 256,
             kernel: "/k".into(),
             initrd: "/i".into(),
+            firmware: Some("/fw".into()),
             cmdline: "console=ttyS0".into(),
             console: "/c".into(),
             vsock,
@@ -203,6 +209,7 @@ mod tests {
             },
         ));
         assert_eq!(after(&a, "-machine", "q35"), Some("q35,accel=tcg"));
+        assert_eq!(after(&a, "-bios", "/"), Some("/fw"));
         assert_eq!(
             after(&a, "-device", "vsock"),
             Some("vhost-user-vsock-pci,chardev=vsock")

@@ -561,6 +561,7 @@ fn vm_spec(
         memory_mib: h.memory_mib,
         kernel: h.kernel.clone(),
         initrd: h.initrd.clone(),
+        firmware: h.firmware.clone(),
         cmdline,
         console: p.console.clone(),
         vsock,
