@@ -12,7 +12,8 @@ bash scripts/busybox-image.sh build/busybox.tar >/dev/null
 ctr --address "$sock" -n bench image import build/busybox.tar >/dev/null
 image=docker.io/hull/busybox:latest
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ns=bench
+. scripts/bench-lib.sh
 
 time_runs() { # runtime
   for i in $(seq 1 "$runs"); do
@@ -55,14 +56,6 @@ exec_runs() { # runtime [ctr run options...]
     t1=$(date +%s%N)
     echo $(( (t1 - t0) / 1000000 ))
   done
-}
-stop_task() {
-  ctr --address "$sock" -n bench task kill -s KILL "$1" >/dev/null 2>&1 || true
-  for _ in $(seq 1 100); do
-    ctr --address "$sock" -n bench task delete "$1" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  ctr --address "$sock" -n bench container delete "$1" >/dev/null 2>&1 || true
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }

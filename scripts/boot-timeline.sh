@@ -19,19 +19,15 @@ state_dir=$(sed -n 's/^state_dir = "\(.*\)"/\1/p' "$config")
 out=$HULL_CTRD_DIR/boot-timeline
 mkdir -p "$out"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ns=boot
+. scripts/bench-lib.sh
 
 # boot ID CONFIG: runs a task, keeps its console as $out/ID.console.
 boot() {
   ctr --address "$sock" -n boot run -d --runtime io.containerd.hull.v2 \
     --runtime-config-path "$2" "$image" "$1" sleep 1000 >/dev/null
   cp "$state_dir/$1/console.log" "$out/$1.console"
-  ctr --address "$sock" -n boot task kill -s KILL "$1" >/dev/null 2>&1 || true
-  for _ in $(seq 1 100); do
-    ctr --address "$sock" -n boot task delete "$1" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  ctr --address "$sock" -n boot container delete "$1" >/dev/null 2>&1 || true
+  stop_task "$1"
 }
 
 # The agent's "agent ready" line of a console: its boot_steps words.
