@@ -157,12 +157,23 @@ fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Spawned, ContainerE
         .stdout(Stdio::from(stdio.stdout))
         .stderr(Stdio::from(stdio.stderr))
         .env_clear();
-    // SAFETY: dup2 is async-signal-safe; the closure touches no memory
-    // shared with other threads. dup2 also clears close-on-exec on fd 3.
+    // SAFETY: dup2 and personality are async-signal-safe; the closure
+    // touches no memory shared with other threads. dup2 also clears
+    // close-on-exec on fd 3.
     unsafe {
         command.pre_exec(move || {
             if libc::dup2(raw, INIT_CHANNEL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The init starts at the same addresses every time: QEMU's TCG
+            // (7.2) keys translated code by virtual address, so a static-pie
+            // binary placed anew is translated anew, about 20 ms of each
+            // exec in a TCG guest. The init clears the flag at once
+            // (process_attrs::randomize_next_exec), so the user's program
+            // is placed at random.
+            let current = libc::personality(0xffff_ffff);
+            if current >= 0 {
+                libc::personality((current | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
             }
             Ok(())
         });

@@ -140,6 +140,9 @@ fn expect_exact(
 const STARTED: &str = "start after exec FIFO";
 
 fn init(channel: &mut Channel, stage: &mut &'static str) -> Result<Infallible, InitError> {
+    *stage = "address randomization";
+    crate::process_attrs::randomize_next_exec()?;
+    *stage = "receive config";
     match expect(channel, "Config or Exec")? {
         ToInit::Config(c) => create(channel, *c, stage),
         ToInit::Exec(e) => exec(channel, *e, stage),

@@ -153,6 +153,30 @@ pub fn set_scheduler(s: &Scheduler) -> Result<(), AttrError> {
     Ok(())
 }
 
+/// personality(2)'s query: the current persona, unchanged.
+const PERSONALITY_QUERY: libc::c_ulong = 0xffff_ffff;
+
+/// Clears `ADDR_NO_RANDOMIZE`, which the runtime sets for the init itself
+/// (see `container::spawn_init`): the flag acts at the next execve, so the
+/// user's program gets a random layout again.
+pub fn randomize_next_exec() -> Result<(), AttrError> {
+    let err = || AttrError::Personality {
+        domain: "without ADDR_NO_RANDOMIZE".into(),
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: personality takes one integer and touches no memory of ours.
+    let current = unsafe { libc::personality(PERSONALITY_QUERY) };
+    if current < 0 {
+        return Err(err());
+    }
+    let without = current & !libc::ADDR_NO_RANDOMIZE;
+    // SAFETY: as above.
+    if without != current && unsafe { libc::personality(without as libc::c_ulong) } < 0 {
+        return Err(err());
+    }
+    Ok(())
+}
+
 pub fn set_personality(p: &LinuxPersonality) -> Result<(), AttrError> {
     if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
         return Err(AttrError::PersonalityFlags(flags.clone()));

@@ -34,6 +34,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
     ("process_io_priority", process::process_io_priority),
     ("process_scheduler", process::process_scheduler),
     ("linux_personality", process::linux_personality),
+    (
+        "process_address_space_is_randomized",
+        process::address_space_is_randomized,
+    ),
     ("process_exit_codes", process::exit_codes),
     ("root_readonly", filesystem::readonly_root),
     (

@@ -137,8 +137,18 @@ pub fn process_scheduler(rt: &Runtime) -> Result<(), String> {
 }
 
 pub fn linux_personality(rt: &Runtime) -> Result<(), String> {
-    let mut b = Bundle::new(r#"eq "$(uname -m)" i686 "uname under LINUX32""#);
+    let mut b = Bundle::new(
+        r#"eq "$(uname -m)" i686 "uname under LINUX32"
+eq "$(cat /proc/self/personality)" 00000008 "persona under LINUX32""#,
+    );
     b.linux()["personality"] = json!({"domain": "LINUX32"});
+    rt.check(&b)
+}
+
+/// The user's program is placed at random addresses: no ADDR_NO_RANDOMIZE
+/// (0x0040000), which rustjail's init is started with, in its persona.
+pub fn address_space_is_randomized(rt: &Runtime) -> Result<(), String> {
+    let b = Bundle::new(r#"eq "$(cat /proc/self/personality)" 00000000 "personality""#);
     rt.check(&b)
 }
 
