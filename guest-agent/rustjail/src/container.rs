@@ -171,7 +171,7 @@ fn spawn_init(cmd: &InitCommand, stdio: InitStdio) -> Result<Spawned, ContainerE
             // exec in a TCG guest. The init clears the flag at once
             // (process_attrs::randomize_next_exec), so the user's program
             // is placed at random.
-            let current = libc::personality(0xffff_ffff);
+            let current = libc::personality(crate::process_attrs::PERSONALITY_QUERY);
             if current >= 0 {
                 libc::personality((current | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
             }

@@ -154,7 +154,7 @@ pub fn set_scheduler(s: &Scheduler) -> Result<(), AttrError> {
 }
 
 /// personality(2)'s query: the current persona, unchanged.
-const PERSONALITY_QUERY: libc::c_ulong = 0xffff_ffff;
+pub(crate) const PERSONALITY_QUERY: libc::c_ulong = 0xffff_ffff;
 
 /// Clears `ADDR_NO_RANDOMIZE`, which the runtime sets for the init itself
 /// (see `container::spawn_init`): the flag acts at the next execve, so the
