@@ -5,7 +5,7 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
+.PHONY: all build agent image install setup demo cache test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -30,6 +30,12 @@ setup:
 
 demo:
 	bash scripts/demo.sh
+
+# hull-cache in the foreground, by hand (Ctrl-C ends it and the VMs still
+# waiting; VMs already taken stay with their pods). `make setup` runs it as
+# a service instead: the systemd unit, or scripts/cache.sh without systemd.
+cache: install
+	/usr/local/bin/hull-cache
 
 lint:
 	$(CARGO) fmt --all -- --check

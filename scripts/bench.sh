@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, printed as tables with ratios, all measured in this run on this
-# machine: `ctr run --rm IMAGE ID true` with Hull and with runc, and the
-# guest boot time (kernel start to agent ready) from the shim's log.
+# machine: `ctr run --rm IMAGE ID true` and a CRI pod with runc, with Hull
+# booting its VM and with Hull taking one from hull-cache; the guest boot
+# time (kernel start to agent ready) from the shim's log; what a waiting
+# pool VM costs; exec, stdio and network against runc and raw vsock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${BENCH_RUNS:-10}
@@ -9,32 +11,63 @@ export HULL_CTRD_DIR=${HULL_CTRD_DIR:-/run/hull-bench}
 sock=$(scripts/containerd.sh address)
 scripts/containerd.sh start >/dev/null
 bash scripts/busybox-image.sh build/busybox.tar >/dev/null
+bash scripts/busybox-image.sh build/pause.tar docker.io/hull/pause:latest '["sleep","2147483647"]' >/dev/null
 ctr --address "$sock" -n bench image import build/busybox.tar >/dev/null
+for tar in build/busybox.tar build/pause.tar; do ctr --address "$sock" -n k8s.io image import "$tar" >/dev/null; done
 image=docker.io/hull/busybox:latest
 
 ns=bench
 . scripts/bench-lib.sh
 
-time_runs() { # runtime
+# The rows without the cache run with it stopped; it is started for the
+# rows with it, and left as it was found.
+cache_was_running=0
+bash scripts/cache.sh status >/dev/null 2>&1 && cache_was_running=1
+bash scripts/cache.sh stop >/dev/null
+restore_cache() { if ((cache_was_running)); then bash scripts/cache.sh start >/dev/null; else bash scripts/cache.sh stop >/dev/null; fi; }
+trap restore_cache EXIT
+wait_full="bash $PWD/scripts/cache.sh wait-full 120 >/dev/null"
+
+time_runs() { # runtime [command run untimed before each]
   for i in $(seq 1 "$runs"); do
     local t0 t1
+    [ -z "${2:-}" ] || eval "$2"
     t0=$(date +%s%N)
     ctr --address "$sock" -n bench run --rm --runtime "$1" "$image" "bench-$i-$$" true >/dev/null
     t1=$(date +%s%N)
     echo $(( (t1 - t0) / 1000000 ))
   done
 }
+cri_runs() { # handler [command run untimed before each]
+  cargo test -q -p hull-tests --test cri_bench -- "$sock" "$1" "$runs" ${2:+"$2"} 2>/dev/null | median
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 hull=$(time_runs io.containerd.hull.v2 | median)
-runc=$(time_runs io.containerd.runc.v2 | median)
 boot=$(grep -a "vm ready" "$HULL_CTRD_DIR/containerd.log" | tail -n "$runs" | sed -n 's/.*guest_uptime_ms: \([0-9]*\).*/\1/p' | median)
 vmready=$(grep -a "vm ready" "$HULL_CTRD_DIR/containerd.log" | tail -n "$runs" | sed -n 's/.*boot_ms: \([0-9]*\).*/\1/p' | median)
+runc=$(time_runs io.containerd.runc.v2 | median)
+cri_runc=$(cri_runs runc)
+cri_hull=$(cri_runs hull)
+bash scripts/cache.sh start >/dev/null
+hull_cached=$(time_runs io.containerd.hull.v2 "$wait_full" | median)
+cri_cached=$(cri_runs hull "$wait_full")
+from_cache=$(grep -a "vm ready" "$HULL_CTRD_DIR/containerd.log" | tail -n "$((2 * runs))" | grep -c "from_cache: true" || true)
 accel=$(grep -a "accelerator chosen" "$HULL_CTRD_DIR/containerd.log" | tail -1 | sed -n 's/.*accel: \([a-z]*\).*/\1/p')
 
 printf '\nctr run --rm %s true  (median of %s runs, accelerator: %s)\n' "$image" "$runs" "$accel"
-printf '%-28s %10s %8s\n' "runtime" "median ms" "ratio"
-printf '%-28s %10s %8s\n' "runc (io.containerd.runc.v2)" "$runc" "1.00"
-printf '%-28s %10s %8s\n' "hull (io.containerd.hull.v2)" "$hull" "$(awk -v a="$hull" -v b="$runc" 'BEGIN{printf "%.2f", a/b}')"
+printf '%-36s %10s %8s\n' "runtime" "median ms" "ratio"
+printf '%-36s %10s %8s\n' "runc (io.containerd.runc.v2)" "$runc" "1.00"
+printf '%-36s %10s %8s\n' "hull, booting its VM" "$hull" "$(ratio "$hull" "$runc")"
+printf '%-36s %10s %8s\n' "hull, VM from hull-cache" "$hull_cached" "$(ratio "$hull_cached" "$runc")"
+printf '\nCRI pod: RunPodSandbox + CreateContainer + StartContainer  (median of %s)\n' "$runs"
+printf '%-36s %10s %8s\n' "runtime handler" "median ms" "ratio"
+printf '%-36s %10s %8s\n' "runc" "$cri_runc" "1.00"
+printf '%-36s %10s %8s\n' "hull, booting its VM" "$cri_hull" "$(ratio "$cri_hull" "$cri_runc")"
+printf '%-36s %10s %8s\n' "hull, VM from hull-cache" "$cri_cached" "$(ratio "$cri_cached" "$cri_runc")"
+printf '(hull-cache rows: the pool full before each run; %s of their %s sandboxes took a VM from it)\n' "$from_cache" "$((2 * runs))"
+bash scripts/pool-idle-cost.sh
+bash scripts/cache.sh stop >/dev/null
 printf '\nhull VM start (median)\n'
 printf '%-40s %8s ms\n' "guest kernel start -> agent ready" "$boot"
 printf '%-40s %8s ms\n' "shim: QEMU spawn -> agent answering" "$vmready"

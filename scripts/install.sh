@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 install -D -m 755 target/release/containerd-shim-hull-v2 /usr/local/bin/containerd-shim-hull-v2
+install -D -m 755 target/release/hull-cache /usr/local/bin/hull-cache
 install -D -m 755 target/release/hull-check /usr/local/bin/hull-check
 install -D -m 755 target/release/hull-agentctl /usr/local/bin/hull-agentctl
 install -D -m 755 target/release/hull-jail /usr/local/bin/hull-jail
@@ -18,4 +19,9 @@ if [ ! -f /etc/hull/configuration.toml ]; then
   install -D -m 644 config/configuration.toml /etc/hull/configuration.toml
   echo "install: wrote /etc/hull/configuration.toml"
 fi
-echo "install: containerd-shim-hull-v2, hull-check, hull-agentctl, hull-jail, guest image and helpers installed"
+# A running hull-cache is restarted: its waiting VMs were booted from the
+# guest image and binaries just replaced.
+if /usr/local/bin/hull-cache status >/dev/null 2>&1; then
+  bash scripts/cache.sh restart
+fi
+echo "install: containerd-shim-hull-v2, hull-cache, hull-check, hull-agentctl, hull-jail, guest image and helpers installed"

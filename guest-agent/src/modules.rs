@@ -148,6 +148,24 @@ pub fn load_from_image(log: &slog::Logger) -> Result<(), ModulesError> {
     Ok(())
 }
 
+/// Loads the modules of `group` from the image's list (those already in
+/// are skipped by the kernel); how many the group has. For a device that
+/// arrives after boot: a NIC hot-plugged into a VM booted without one.
+pub fn load_group(group: &str) -> Result<usize, ModulesError> {
+    let Ok(text) = std::fs::read_to_string(MODULE_LIST) else {
+        return Ok(0);
+    };
+    let paths: Vec<String> = parse_list(&text)
+        .into_iter()
+        .filter(|(g, _)| g == group)
+        .flat_map(|(_, paths)| paths)
+        .collect();
+    for path in &paths {
+        finit(path)?;
+    }
+    Ok(paths.len())
+}
+
 /// Whether deferred modules are still loading, and its wake-up.
 static PENDING: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 

@@ -26,6 +26,8 @@ pub enum NetError {
     },
     #[error("netlink connection: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("the driver of a hot-plugged NIC: {0}")]
+    Driver(String),
 }
 
 impl NetError {
@@ -33,10 +35,15 @@ impl NetError {
         match self {
             NetError::Invalid { .. } => ttrpc::Code::INVALID_ARGUMENT,
             NetError::NoSuchLink { .. } => ttrpc::Code::NOT_FOUND,
-            NetError::Netlink { .. } | NetError::Connect(_) => ttrpc::Code::INTERNAL,
+            NetError::Netlink { .. } | NetError::Connect(_) | NetError::Driver(_) => {
+                ttrpc::Code::INTERNAL
+            }
         }
     }
 }
+
+/// How long UpdateInterface waits for a hot-plugged NIC to appear.
+const HOTPLUG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NetError {
     NetError::Invalid {
@@ -86,10 +93,11 @@ impl Network {
             .iter()
             .map(parse_address)
             .collect::<Result<Vec<_>, _>>()?;
-        let link = self.link_with_mac(&mac).await?;
+        let link = self.wait_for_link(&mac).await?;
         let index = link.header.index;
         let mut set = LinkUnspec::new_with_index(index).down();
         if !want.name.is_empty() && want.name != link_name(&link) {
+            self.free_name(&want.name, index).await?;
             set = set.name(want.name.clone());
         }
         if want.mtu > 0 {
@@ -217,6 +225,25 @@ impl Network {
             })
     }
 
+    /// Renames the link other than `index` that holds `name`, if any, out of
+    /// its way: NICs the kernel named in another order (hot-plugged ones
+    /// are probed in no fixed order) would otherwise collide, eth0 wanted
+    /// by the NIC the kernel called eth1.
+    async fn free_name(&self, name: &str, index: u32) -> Result<(), NetError> {
+        let Ok(holder) = self.link_named(name).await else {
+            return Ok(());
+        };
+        let other = holder.header.index;
+        if other == index {
+            return Ok(());
+        }
+        let aside = LinkUnspec::new_with_index(other)
+            .down()
+            .name(format!("hull{other}"))
+            .build();
+        self.set_link(aside, "rename a link out of the way").await
+    }
+
     async fn link_named(&self, name: &str) -> Result<LinkMessage, NetError> {
         let mut s = self
             .handle
@@ -229,6 +256,30 @@ impl Network {
             _ => Err(NetError::NoSuchLink {
                 what: format!("the name {name:?}"),
             }),
+        }
+    }
+
+    /// The link with `mac`. A NIC hot-plugged just before (a VM taken
+    /// from hull-cache) may not be there yet, and its driver may not be
+    /// loaded (the VM booted without a NIC): the driver is loaded and the
+    /// link waited for, up to [`HOTPLUG_WAIT`].
+    async fn wait_for_link(&self, mac: &[u8]) -> Result<LinkMessage, NetError> {
+        let deadline = std::time::Instant::now() + HOTPLUG_WAIT;
+        let mut driver_loaded = false;
+        loop {
+            match self.link_with_mac(mac).await {
+                Err(NetError::NoSuchLink { .. }) if std::time::Instant::now() < deadline => {
+                    if !driver_loaded {
+                        driver_loaded = true;
+                        tokio::task::spawn_blocking(|| crate::modules::load_group("virtio_net"))
+                            .await
+                            .map_err(|e| NetError::Driver(e.to_string()))?
+                            .map_err(|e| NetError::Driver(e.to_string()))?;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                found => return found,
+            }
         }
     }
 

@@ -132,6 +132,11 @@ impl AgentClient {
         ttrpc::context::with_timeout(self.rpc_timeout.as_nanos() as i64)
     }
 
+    /// The configured bound of an ordinary RPC.
+    pub fn rpc_timeout(&self) -> Duration {
+        self.rpc_timeout
+    }
+
     /// Context for a long poll (WaitProcess): no deadline.
     pub fn long_poll(&self) -> ttrpc::context::Context {
         ttrpc::context::Context::default()

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PATH: &str = "/etc/hull/configuration.toml";
 
@@ -33,7 +33,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accelerator {
     Auto,
@@ -41,7 +41,7 @@ pub enum Accelerator {
     Tcg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum SharedFs {
     #[serde(rename = "virtio-fs")]
     VirtioFs,
@@ -49,7 +49,7 @@ pub enum SharedFs {
     NineP,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HypervisorConfig {
     pub path: PathBuf,
@@ -66,7 +66,7 @@ pub struct HypervisorConfig {
     pub firmware: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedFsConfig {
     pub kind: SharedFs,
@@ -78,7 +78,7 @@ pub struct SharedFsConfig {
 }
 
 /// How the host reaches the guest's vsock.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VsockTransportKind {
     /// vhost-user-vsock served by vhost-device-vsock: a Unix socket with the
@@ -92,7 +92,7 @@ pub enum VsockTransportKind {
 /// The host's vhost-vsock device, needed by the kernel transport.
 pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VsockConfig {
     #[serde(default)]
@@ -178,8 +178,48 @@ pub struct HullConfig {
     pub annotation_allowlist: Vec<String>,
     #[serde(default)]
     pub metrics: MetricsFormat,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// hull-cache: VMs booted ahead, each taken by one sandbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many booted VMs hull-cache keeps waiting; 0: none.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// hull-cache's socket (root only); a shim that finds none boots.
+    #[serde(default = "default_cache_socket")]
+    pub socket: PathBuf,
+    /// Where the waiting VMs' directories are: on state_dir's filesystem,
+    /// since a taken VM's directory is moved into state_dir.
+    #[serde(default = "default_pool_dir")]
+    pub pool_dir: PathBuf,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            pool_size: default_pool_size(),
+            socket: default_cache_socket(),
+            pool_dir: default_pool_dir(),
+        }
+    }
+}
+
+fn default_pool_size() -> u32 {
+    1
+}
+
+fn default_cache_socket() -> PathBuf {
+    PathBuf::from("/run/hull-cache/cache.sock")
+}
+
+fn default_pool_dir() -> PathBuf {
+    PathBuf::from("/run/hull-cache/pool")
 }
 
 fn default_log_level() -> String {

@@ -37,6 +37,8 @@ pub enum ShimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("NIC hot-plug into the VM taken from hull-cache: {0}")]
+    Hotplug(String),
 }
 
 impl ShimError {
@@ -70,7 +72,7 @@ impl ShimError {
             ShimError::Config(C::Missing { .. } | C::Invalid { .. } | C::Parse { .. })
             | ShimError::Vm(V::Config(_) | V::Accel(_)) => Code::FAILED_PRECONDITION,
             ShimError::Config(C::Read { .. }) => Code::FAILED_PRECONDITION,
-            ShimError::Vm(_) | ShimError::Io { .. } => Code::INTERNAL,
+            ShimError::Vm(_) | ShimError::Io { .. } | ShimError::Hotplug(_) => Code::INTERNAL,
             // The pod's namespace is not what CNI should have left.
             ShimError::Network(_) => Code::FAILED_PRECONDITION,
         }

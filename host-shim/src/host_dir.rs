@@ -224,6 +224,29 @@ impl HostDir {
         rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(io("rename", &self.shown(from)))
     }
 
+    /// Moves the entry `name` of this directory to `new_name` in `dest`,
+    /// failing if `new_name` exists there. Both are names, not paths.
+    pub fn move_into(&self, name: &Path, dest: &HostDir, new_name: &Path) -> Result<()> {
+        for (dir, n) in [(self, name), (dest, new_name)] {
+            if n.components().count() != 1
+                || !matches!(n.components().next(), Some(Component::Normal(_)))
+            {
+                return Err(HostDirError::Refused {
+                    path: dir.shown(n),
+                    reason: "not a name in this directory".into(),
+                });
+            }
+        }
+        rustix::fs::renameat_with(
+            &self.fd,
+            name,
+            &dest.fd,
+            new_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(io("rename", &self.shown(name)))
+    }
+
     /// Binds the host path `source` at `rel` below this directory, with
     /// `nosuid,nodev` (and `ro` when asked) on every mount of the bind:
     /// whatever the guest writes there cannot act as a setuid program or a

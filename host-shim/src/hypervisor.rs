@@ -45,6 +45,15 @@ pub struct VmSpec {
     pub shared: SharedDevice,
     /// virtio-net NICs backed by taps the hypervisor gets as open fds.
     pub nics: Vec<Nic>,
+    /// The monitor socket (QMP) the hypervisor listens on, if any.
+    pub qmp: Option<PathBuf>,
+    /// Free PCIe slots for devices hot-plugged later (`hotplug-<n>`).
+    pub hotplug_slots: u32,
+}
+
+/// The id of hot-plug slot `n` (a PCIe root port).
+pub fn hotplug_slot(n: u32) -> String {
+    format!("hotplug-{n}")
 }
 
 /// A virtio-net NIC: the tap's descriptor number in the hypervisor process,
@@ -134,6 +143,22 @@ impl Hypervisor for Qemu {
                 format!("vhost-vsock-pci,guest-cid={cid}"),
             ],
         });
+        if let Some(qmp) = &vm.qmp {
+            a.extend([
+                "-qmp".to_string(),
+                format!("unix:{},server=on,wait=off", qmp.display()),
+            ]);
+        }
+        for n in 0..vm.hotplug_slots {
+            a.extend([
+                "-device".to_string(),
+                format!(
+                    "pcie-root-port,id={},bus=pcie.0,chassis={}",
+                    hotplug_slot(n),
+                    n + 1
+                ),
+            ]);
+        }
         for (i, nic) in vm.nics.iter().enumerate() {
             a.extend([
                 "-netdev".to_string(),
@@ -188,6 +213,8 @@ mod tests {
                 fd: 3,
                 mac: "0a:58:0a:f1:00:02".into(),
             }],
+            qmp: Some("/s/qmp.sock".into()),
+            hotplug_slots: 2,
         }
     }
 
@@ -209,6 +236,14 @@ mod tests {
             },
         ));
         assert_eq!(after(&a, "-machine", "q35"), Some("q35,accel=tcg"));
+        assert_eq!(
+            after(&a, "-qmp", "unix:"),
+            Some("unix:/s/qmp.sock,server=on,wait=off")
+        );
+        assert_eq!(
+            after(&a, "-device", "id=hotplug-1"),
+            Some("pcie-root-port,id=hotplug-1,bus=pcie.0,chassis=2")
+        );
         assert_eq!(after(&a, "-bios", "/"), Some("/fw"));
         assert_eq!(
             after(&a, "-device", "vsock"),

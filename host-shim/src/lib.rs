@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod agent;
 pub mod annotations;
+pub mod cache;
 pub mod config;
 pub mod console;
 pub mod errors;
@@ -18,7 +19,9 @@ pub mod logging;
 pub mod metrics;
 pub mod network;
 pub mod options;
+pub mod pidfd;
 pub mod pod;
+pub mod qmp;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;

@@ -6,11 +6,16 @@ use std::io::Write;
 use slog::Drain;
 
 pub fn init(level: &str) -> slog::Logger {
-    let level = parse_level(level).unwrap_or(slog::Level::Info);
     let writer: Box<dyn Write + Send> = match std::fs::OpenOptions::new().write(true).open("log") {
         Ok(f) => Box::new(f),
         Err(_) => Box::new(std::io::stderr()),
     };
+    to(writer, level)
+}
+
+/// A logger to `writer` at `level` (hull-cache's: stderr, the journal).
+pub fn to(writer: Box<dyn Write + Send>, level: &str) -> slog::Logger {
+    let level = parse_level(level).unwrap_or(slog::Level::Info);
     let decorator = slog_term::PlainSyncDecorator::new(writer);
     // Synchronous, so lines written just before the shim exits are kept.
     // A write error is ignored, never a panic: while containerd restarts

@@ -15,7 +15,7 @@ use crate::hypervisor::SHARED_TAG;
 use crate::network::PodNetwork;
 use crate::rootfs;
 use crate::share::Share;
-use crate::vm::{Vm, VmPaths, GUEST_SHARED_DIR};
+use crate::vm::{HandedVm, Vm, VmPaths, GUEST_SHARED_DIR};
 
 pub struct Sandbox {
     pub id: String,
@@ -67,29 +67,25 @@ fn shared_storage(kind: SharedFs) -> agent::Storage {
 }
 
 impl Sandbox {
-    /// Boots the VM and waits for its agent. On failure, everything started
-    /// is stopped again before the error is returned.
+    /// Boots the VM (or takes over `taken`, booted by hull-cache) and waits
+    /// for its agent. On failure, everything started is stopped again
+    /// before the error is returned.
     pub async fn boot(
         cfg: &HullConfig,
         id: &str,
         log: &slog::Logger,
         network: Option<PodNetwork>,
         pod: Option<&crate::pod::PodIdentity>,
+        taken: Option<HandedVm>,
     ) -> Result<Sandbox, ShimError> {
         let started = Instant::now();
+        let from_cache = taken.is_some();
         // On any error below, dropping `network` removes its tc rules.
-        let mut vm = Vm::start(cfg, id, log, network.as_ref()).await?;
-        let ready = vm.ready.take();
-        let connected = AgentClient::connect(
-            vm.vsock.as_ref(),
-            ready,
-            &vm.paths.dir,
-            Duration::from_secs(cfg.timeouts.boot_secs),
-            Duration::from_secs(cfg.timeouts.rpc_secs),
-            &vm.died,
-        )
-        .await;
-        let agent = match connected {
+        let mut vm = match taken {
+            Some(handed) => Vm::adopt(cfg, handed, log)?,
+            None => Vm::start(cfg, id, log, network.as_ref()).await?,
+        };
+        let agent = match vm.connect_agent(cfg).await {
             Ok(a) => {
                 vm.follow_guest_log(log);
                 a
@@ -99,8 +95,14 @@ impl Sandbox {
                 return Err(e.into());
             }
         };
+        if from_cache {
+            if let Err(e) = settle_taken_vm(&vm, &agent, network.as_ref()).await {
+                vm.stop(Duration::from_secs(2)).await;
+                return Err(e);
+            }
+        }
         slog::info!(log, "vm ready"; "boot_ms" => started.elapsed().as_millis() as u64,
-            "guest_uptime_ms" => guest_uptime_ms(&vm.paths.dir));
+            "from_cache" => from_cache, "guest_uptime_ms" => guest_uptime_ms(&vm.paths.dir));
         let req = agent::CreateSandboxRequest {
             sandbox_id: id.into(),
             storages: vec![shared_storage(cfg.shared_fs.kind)],
@@ -272,6 +274,105 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Where a sandbox's VM comes from: one taken from hull-cache (its
+/// directory, share included, is now the sandbox's), or one to boot (its
+/// directory and share are made here). The cache is never required: any
+/// failure to take a VM is logged and the VM is booted.
+pub async fn take_or_prepare(
+    cfg: &HullConfig,
+    id: &str,
+    nics: usize,
+    log: &slog::Logger,
+) -> Result<Option<HandedVm>, ShimError> {
+    use crate::cache::client::{take, Taken};
+    let (c, i) = (cfg.clone(), id.to_string());
+    match tokio::task::spawn_blocking(move || take(&c, &i, nics)).await {
+        Ok(Ok(Taken::Vm(vm))) => return Ok(Some(*vm)),
+        Ok(Ok(Taken::Boot(why))) => slog::info!(log, "booting a VM"; "not_from_cache" => why),
+        Ok(Err(e)) => slog::warn!(log, "no VM from hull-cache; booting one"; "error" => %e),
+        Err(e) => slog::warn!(log, "no VM from hull-cache; booting one"; "error" => %e),
+    }
+    Share::create(&VmPaths::new(&cfg.state_dir, id))?;
+    Ok(None)
+}
+
+/// A VM booted ahead gets what a fresh boot would have: the pod's NICs
+/// (hot-plugged), the host's clock (it may have waited long), and new
+/// entropy (VMs booted from one image share their early random state).
+async fn settle_taken_vm(
+    vm: &Vm,
+    agent: &AgentClient,
+    network: Option<&PodNetwork>,
+) -> Result<(), ShimError> {
+    if let Some(net) = network.filter(|n| !n.endpoints.is_empty()) {
+        let taps = net
+            .endpoints
+            .iter()
+            .map(|e| Ok((e.tap_fd.try_clone()?, e.interface.hwAddr.clone())))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| ShimError::Io {
+                op: "dup tap".into(),
+                source,
+            })?;
+        let socket = vm.paths.qmp.clone();
+        let limit = agent.rpc_timeout();
+        let plugged = tokio::task::spawn_blocking(move || {
+            let nics: Vec<_> = taps
+                .iter()
+                .map(|(fd, mac)| crate::qmp::HotplugNic {
+                    tap: std::os::fd::AsFd::as_fd(fd),
+                    mac,
+                })
+                .collect();
+            crate::qmp::hotplug_nics(&socket, &nics, limit)
+        })
+        .await;
+        match plugged {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ShimError::Hotplug(e.to_string())),
+            Err(e) => return Err(ShimError::Hotplug(e.to_string())),
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let time = agent::SetGuestDateTimeRequest {
+        Sec: now.as_secs() as i64,
+        Usec: i64::from(now.subsec_micros()),
+        ..Default::default()
+    };
+    agent
+        .agent
+        .set_guest_date_time(agent.ctx(), &time)
+        .await
+        .map_err(ShimError::agent("SetGuestDateTime"))?;
+    let mut seed = vec![0u8; RESEED_BYTES];
+    getrandom_fill(&mut seed)?;
+    let reseed = agent::ReseedRandomDevRequest {
+        data: seed,
+        ..Default::default()
+    };
+    agent
+        .agent
+        .reseed_random_dev(agent.ctx(), &reseed)
+        .await
+        .map_err(ShimError::agent("ReseedRandomDev"))?;
+    Ok(())
+}
+
+/// Entropy given to a VM taken from the cache.
+const RESEED_BYTES: usize = 64;
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), ShimError> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|source| ShimError::Io {
+            op: "read /dev/urandom".into(),
+            source,
+        })
 }
 
 /// What preparing a spec for the guest found: host settings not carried

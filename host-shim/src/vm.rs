@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use sha2::Digest;
 use tokio::process::Command;
@@ -53,6 +53,8 @@ pub enum VmError {
     },
     #[error("the pod has {0} network interfaces; at most 16 are supported")]
     TooManyInterfaces(usize),
+    #[error("VM handed over by hull-cache: {0}")]
+    Handover(String),
     #[error("state directory {path}: {source}")]
     StateDir {
         path: String,
@@ -74,12 +76,19 @@ pub struct VmPaths {
     pub console: PathBuf,
     /// Shared with the guest at GUEST_SHARED_DIR.
     pub shared: PathBuf,
+    /// QEMU's monitor (QMP), for a VM that gets its NICs hot-plugged.
+    pub qmp: PathBuf,
 }
 
 impl VmPaths {
     pub fn new(state_dir: &Path, sandbox_id: &str) -> Self {
-        let dir = state_dir.join(vm_dir_name(state_dir, sandbox_id));
+        Self::in_dir(state_dir.join(vm_dir_name(state_dir, sandbox_id)))
+    }
+
+    /// The files of a VM whose directory is `dir`.
+    pub fn in_dir(dir: PathBuf) -> Self {
         VmPaths {
+            qmp: dir.join("qmp.sock"),
             vhost_vsock: dir.join("vhost-vsock.sock"),
             vsock: dir.join("vsock.sock"),
             // vhost-device-vsock forwards a guest's connection to port P
@@ -125,6 +134,19 @@ struct Supervised {
     name: &'static str,
     pid: i32,
     exited: watch::Receiver<Option<String>>,
+    /// For a process the shim did not start (a VM taken from hull-cache):
+    /// signals go through it, so a reused pid is never signalled.
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl Supervised {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = match &self.pidfd {
+            Some(fd) => crate::pidfd::send_signal(fd, sig),
+            None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig)
+                .map_err(std::io::Error::from),
+        };
+    }
 }
 
 pub struct Vm {
@@ -147,7 +169,41 @@ pub struct Vm {
     log: slog::Logger,
     /// The listener for the agent's readiness announcement, until taken.
     pub ready: Option<tokio::net::UnixListener>,
+    /// A VM taken from hull-cache: the line to the process that started it
+    /// (its keeper). The keeper ends the VM when this closes, so the VM
+    /// dies with its shim as a VM the shim started does.
+    _keeper: Option<OwnedFd>,
 }
+
+/// How to start a VM: its name (a sandbox id, or a pool VM's), its files,
+/// its NICs, and the free slots it keeps for NICs hot-plugged later.
+pub struct BootPlan<'a> {
+    pub name: &'a str,
+    pub paths: VmPaths,
+    pub network: Option<&'a PodNetwork>,
+    pub hotplug_slots: u32,
+}
+
+/// A process of a VM started elsewhere (hull-cache), handed over as a
+/// pidfd.
+pub struct HandedProcess {
+    pub name: String,
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// A VM started and booted by hull-cache, as the shim takes it over.
+pub struct HandedVm {
+    pub paths: VmPaths,
+    pub accel: Choice,
+    pub vsock_cid: Option<u32>,
+    pub processes: Vec<HandedProcess>,
+    pub keeper: OwnedFd,
+}
+
+/// The names of the processes a VM may have (Supervised keeps them as
+/// static strings).
+const PROCESS_NAMES: [&str; 3] = ["qemu", "vhost-device-vsock", "virtiofsd"];
 
 /// The guest kernel's command line before Hull's own words and the
 /// configuration's. `cryptomgr.notests` skips the crypto self-tests, about
@@ -224,6 +280,51 @@ fn spawn(
 }
 
 impl Vm {
+    /// A VM with no process yet: `boot` starts them, `adopt` takes them over.
+    fn unstarted(
+        cfg: &HullConfig,
+        paths: VmPaths,
+        accel: Choice,
+        vsock: Arc<dyn VsockTransport>,
+        keeper: Option<OwnedFd>,
+        log: &slog::Logger,
+    ) -> Result<Vm, VmError> {
+        let (died_tx, died) = watch::channel(None);
+        Ok(Vm {
+            paths,
+            accel,
+            vsock,
+            children: Vec::new(),
+            died,
+            died_tx,
+            guest_log: None,
+            console: None,
+            kill_wait: Duration::from_secs(cfg.timeouts.kill_wait_secs),
+            limits: Arc::new(HelperLimits::new(cfg.shared_fs.allow_setuid_files)?),
+            log: log.clone(),
+            ready: None,
+            _keeper: keeper,
+        })
+    }
+
+    /// Waits (within `timeouts.boot_secs`) for the agent to announce itself
+    /// and answer, and connects to it.
+    pub async fn connect_agent(
+        &mut self,
+        cfg: &HullConfig,
+    ) -> Result<crate::agent::AgentClient, crate::agent::ConnectError> {
+        let ready = self.ready.take();
+        crate::agent::AgentClient::connect(
+            self.vsock.as_ref(),
+            ready,
+            &self.paths.dir,
+            Duration::from_secs(cfg.timeouts.boot_secs),
+            Duration::from_secs(cfg.timeouts.rpc_secs),
+            &self.died,
+        )
+        .await
+    }
+
     fn supervise(&mut self, name: &'static str, mut child: tokio::process::Child, pid: i32) {
         let (tx, rx) = watch::channel(None);
         let died = self.died_tx.clone();
@@ -239,6 +340,32 @@ impl Vm {
             name,
             pid,
             exited: rx,
+            pidfd: None,
+        });
+    }
+
+    /// Watches a process handed over with a taken VM through its pidfd.
+    /// Its exit status is its parent's to collect: only the exit is known.
+    fn supervise_pidfd(&mut self, name: &'static str, pid: i32, pidfd: OwnedFd) {
+        let (tx, rx) = watch::channel(None);
+        let died = self.died_tx.clone();
+        let watched = pidfd.try_clone();
+        tokio::spawn(async move {
+            let status = match watched {
+                Ok(fd) => match crate::pidfd::exited(fd).await {
+                    Ok(()) => "exited; its status is hull-cache's".to_string(),
+                    Err(e) => format!("cannot be watched: {e}"),
+                },
+                Err(e) => format!("cannot be watched: {e}"),
+            };
+            let _ = died.send(Some(format!("{name} {status}")));
+            let _ = tx.send(Some(status));
+        });
+        self.children.push(Supervised {
+            name,
+            pid,
+            exited: rx,
+            pidfd: Some(Arc::new(pidfd)),
         });
     }
 
@@ -275,14 +402,36 @@ impl Vm {
         Ok(())
     }
 
-    /// Starts the helpers, then QEMU. On error everything started is killed
-    /// (the caller drops the Vm or calls `stop`).
+    /// Starts the helpers, then QEMU, for the sandbox `sandbox_id`. On
+    /// error everything started is killed (the caller drops the Vm or
+    /// calls `stop`).
     pub async fn start(
         cfg: &HullConfig,
         sandbox_id: &str,
         log: &slog::Logger,
         network: Option<&PodNetwork>,
     ) -> Result<Vm, VmError> {
+        let plan = BootPlan {
+            name: sandbox_id,
+            paths: VmPaths::new(&cfg.state_dir, sandbox_id),
+            network,
+            hotplug_slots: 0,
+        };
+        Self::boot(cfg, plan, log).await
+    }
+
+    /// Starts the VM `plan` describes.
+    pub async fn boot(
+        cfg: &HullConfig,
+        plan: BootPlan<'_>,
+        log: &slog::Logger,
+    ) -> Result<Vm, VmError> {
+        let BootPlan {
+            name: sandbox_id,
+            paths,
+            network,
+            hotplug_slots,
+        } = plan;
         cfg.check_files()?;
         let accel = accel::choose(
             cfg.hypervisor.accelerator,
@@ -290,8 +439,6 @@ impl Vm {
             Path::new("/dev/kvm"),
         )?;
         slog::info!(log, "accelerator chosen"; "accel" => accel.accel.qemu_name(), "reason" => &accel.reason);
-        let paths = VmPaths::new(&cfg.state_dir, sandbox_id);
-        let (died_tx, died) = watch::channel(None);
         let vsock: Arc<dyn VsockTransport> = match cfg.vsock.transport {
             VsockTransportKind::Hybrid => Arc::new(HybridVsock {
                 uds: paths.vsock.clone(),
@@ -300,20 +447,7 @@ impl Vm {
                 cid: guest_cid(sandbox_id),
             }),
         };
-        let mut vm = Vm {
-            paths,
-            accel,
-            vsock,
-            children: Vec::new(),
-            died,
-            died_tx,
-            guest_log: None,
-            console: None,
-            kill_wait: Duration::from_secs(cfg.timeouts.kill_wait_secs),
-            limits: Arc::new(HelperLimits::new(cfg.shared_fs.allow_setuid_files)?),
-            log: log.clone(),
-            ready: None,
-        };
+        let mut vm = Vm::unstarted(cfg, paths, accel, vsock, None, log)?;
         let vsock_device = match cfg.vsock.transport {
             VsockTransportKind::Hybrid => vm.start_vsock_helper(cfg).await?,
             VsockTransportKind::Kernel => VsockDevice::Kernel {
@@ -337,6 +471,10 @@ impl Vm {
             vsock_device,
             shared_device,
         );
+        if hotplug_slots > 0 {
+            spec.qmp = Some(vm.paths.qmp.clone());
+            spec.hotplug_slots = hotplug_slots;
+        }
         let endpoints = network.map(|n| n.endpoints.as_slice()).unwrap_or_default();
         if endpoints.len() > MAX_PASSED_FDS {
             return Err(VmError::TooManyInterfaces(endpoints.len()));
@@ -416,6 +554,11 @@ impl Vm {
             "--cache=auto".to_string(),
             "--announce-submounts".to_string(),
             "--sandbox=chroot".to_string(),
+            // File handles make virtiofsd find mounts by the shared
+            // directory's path in mountinfo, taken at its start: a VM from
+            // hull-cache has its directory moved after that (submounts then
+            // fail with EIO). O_PATH descriptors need no path.
+            "--inode-file-handles=never".to_string(),
             // It must not ask for what it was started without (see
             // helper_limits); it would fail to start.
             format!("--modcaps={}", modcaps(self.limits.dropped_capabilities())),
@@ -434,6 +577,66 @@ impl Vm {
         self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
             .await?;
         Ok(SharedDevice::VirtioFs { socket })
+    }
+
+    /// Takes over a VM hull-cache booted: its processes are watched and
+    /// signalled through their pidfds, so `stop`, `declare_dead` and the
+    /// death watch work as for a VM this shim started. Its console stays
+    /// with its keeper, which goes on writing `console.log`, capped.
+    pub fn adopt(cfg: &HullConfig, handed: HandedVm, log: &slog::Logger) -> Result<Vm, VmError> {
+        let vsock: Arc<dyn VsockTransport> = match (cfg.vsock.transport, handed.vsock_cid) {
+            (VsockTransportKind::Hybrid, _) => Arc::new(HybridVsock {
+                uds: handed.paths.vsock.clone(),
+            }),
+            (VsockTransportKind::Kernel, Some(cid)) => Arc::new(KernelVsock { cid }),
+            (VsockTransportKind::Kernel, None) => {
+                return Err(VmError::Handover(
+                    "a kernel-vsock VM without its CID".into(),
+                ))
+            }
+        };
+        let mut vm = Vm::unstarted(
+            cfg,
+            handed.paths,
+            handed.accel,
+            vsock,
+            Some(handed.keeper),
+            log,
+        )?;
+        if !handed.processes.iter().any(|p| p.name == "qemu") {
+            return Err(VmError::Handover("no qemu among the processes".into()));
+        }
+        for p in handed.processes {
+            let Some(name) = PROCESS_NAMES.iter().find(|n| **n == p.name) else {
+                return Err(VmError::Handover(format!("unknown process {:?}", p.name)));
+            };
+            vm.supervise_pidfd(name, p.pid, p.pidfd);
+        }
+        slog::info!(log, "vm taken from hull-cache"; "qemu_pid" => vm.qemu_pid(),
+            "vsock" => vm.vsock.describe(), "state_dir" => %vm.paths.dir.display());
+        Ok(vm)
+    }
+
+    /// pidfds of the VM's processes, to hand the VM over. Each is opened
+    /// while the process is this one's child and alive, so it names that
+    /// process.
+    pub fn handover_processes(&self) -> Result<Vec<HandedProcess>, VmError> {
+        self.children
+            .iter()
+            .map(|c| {
+                let pidfd = crate::pidfd::open(c.pid).map_err(|e| {
+                    VmError::Handover(format!("pidfd of {} ({}): {e}", c.name, c.pid))
+                })?;
+                if c.exited.borrow().is_some() {
+                    return Err(VmError::Handover(format!("{} has exited", c.name)));
+                }
+                Ok(HandedProcess {
+                    name: c.name.to_string(),
+                    pid: c.pid,
+                    pidfd,
+                })
+            })
+            .collect()
     }
 
     /// Starts copying the agent's log into the shim's log (once the agent
@@ -465,12 +668,8 @@ impl Vm {
             *d = Some(reason);
             true
         });
-        let qemu = self.qemu_pid();
-        if qemu != 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(qemu as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        if let Some(qemu) = self.children.iter().find(|c| c.name == "qemu") {
+            qemu.signal(nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -488,7 +687,7 @@ impl Vm {
         self.stop_followers();
         let signal = |sig| {
             for c in self.children.iter().filter(|c| c.exited.borrow().is_none()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid), sig);
+                c.signal(sig);
             }
         };
         // QEMU first: helpers exit on their own once it disconnects.
@@ -567,7 +766,14 @@ fn vm_spec(
         vsock,
         shared,
         nics: Vec::new(),
+        qmp: None,
+        hotplug_slots: 0,
     }
+}
+
+/// The guest CID of the VM `name` under kernel vsock (none under hybrid).
+pub fn kernel_vsock_cid(cfg: &HullConfig, name: &str) -> Option<u32> {
+    (cfg.vsock.transport == VsockTransportKind::Kernel).then(|| guest_cid(name))
 }
 
 /// A guest CID for kernel vsock, unique per sandbox id with high

@@ -59,6 +59,7 @@ impl Containerd {
 }
 
 pub struct Env {
+    pub containerd: Containerd,
     bin_dir: Option<PathBuf>,
     pub repo: PathBuf,
     pub dir: PathBuf,
@@ -165,12 +166,24 @@ impl Env {
         let config = dir.join("configuration.toml");
         let template = std::fs::read_to_string(repo.join("config/configuration.toml"))
             .map_err(|e| e.to_string())?;
-        let good_config = template.replace(
-            "state_dir = \"/run/hull\"",
-            &format!("state_dir = \"{}\"", state_dir.display()),
-        );
+        // The suite's own hull-cache paths: no case takes a VM from the
+        // machine's cache, and only the cache cases start one.
+        let good_config = template
+            .replace(
+                "state_dir = \"/run/hull\"",
+                &format!("state_dir = \"{}\"", state_dir.display()),
+            )
+            .replace(
+                "socket = \"/run/hull-cache/cache.sock\"",
+                &format!("socket = \"{}\"", dir.join("cache/cache.sock").display()),
+            )
+            .replace(
+                "pool_dir = \"/run/hull-cache/pool\"",
+                &format!("pool_dir = \"{}\"", dir.join("cache/pool").display()),
+            );
         std::fs::write(&config, &good_config).map_err(|e| e.to_string())?;
         let env = Env {
+            containerd,
             bin_dir,
             sock: dir.join("containerd.sock"),
             repo,
@@ -322,6 +335,29 @@ impl Env {
         found
     }
 
+    /// Processes of the VMs whose directories are below `dir`: named on
+    /// their command line, or (a VM taken from hull-cache, whose command
+    /// line names its pool directory) writing their output into it. As
+    /// `processes_with`: "pid cmdline".
+    pub fn vm_processes_under(dir: &Path) -> Vec<String> {
+        let needle = dir.display().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let output = std::fs::read_link(entry.path().join("fd/1")).unwrap_or_default();
+            let ours = text.contains(&needle) || output.starts_with(dir);
+            if ours && !text.contains("hull-tests") && !text.contains("/e2e-") {
+                found.push(format!(
+                    "{} {}",
+                    entry.file_name().to_string_lossy(),
+                    text.trim()
+                ));
+            }
+        }
+        found
+    }
+
     /// After a case: no VM, helper, shim, mount, socket or state of any task.
     pub fn check_no_leaks(&self) -> Result<(), String> {
         self.check_no_leaks_but(None)
@@ -371,7 +407,33 @@ impl Env {
         {
             leaks.push(format!("state {}", entry.path().display()));
         }
+        leaks.extend(self.taken_vm_processes());
         leaks
+    }
+
+    /// hull-cache's pool directory for the suite.
+    pub fn pool_dir(&self) -> PathBuf {
+        self.dir.join("cache/pool")
+    }
+
+    /// Processes of VMs taken from the suite's hull-cache (QEMU, helpers,
+    /// keeper): their command lines name the VM's pool directory, which
+    /// moved to its sandbox's when it was taken. A waiting VM's is still
+    /// in the pool; after a case no taken VM may be left.
+    pub fn taken_vm_processes(&self) -> Vec<String> {
+        let pool = format!("{}/", self.pool_dir().display());
+        Env::processes_with(&pool)
+            .into_iter()
+            .filter(|p| {
+                let name = p
+                    .split(&pool)
+                    .nth(1)
+                    .and_then(|rest| rest.split(['/', ' ']).next())
+                    .unwrap_or_default();
+                name.is_empty() || !self.pool_dir().join(name).exists()
+            })
+            .map(|p| format!("taken VM process {p}"))
+            .collect()
     }
 
     /// Best effort after a failed case, so the next case starts clean.

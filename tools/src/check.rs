@@ -1,6 +1,8 @@
 //! `hull-check`: can this host run Hull? Loads the configuration, reports
-//! the accelerator Hull would choose and why, and every file the
-//! configuration needs. Exits 1, naming each problem, if Hull cannot run.
+//! the accelerator Hull would choose and why, every file the
+//! configuration needs, and whether hull-cache runs and how full its pool
+//! is. Exits 1, naming each problem, if Hull cannot run (a cache that does
+//! not run is no such problem: sandboxes then boot their own VMs).
 //!
 //! usage: hull-check [CONFIG]   (default: HULL_CONFIG, else /etc/hull/configuration.toml)
 
@@ -48,7 +50,35 @@ fn check(config: &Path, modules: &Path, dev_kvm: &Path) -> Vec<String> {
             ));
         }
     }
+    println!("{}", cache_report(&cfg));
     problems
+}
+
+/// hull-cache's state, in one line.
+fn cache_report(cfg: &HullConfig) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let c = &cfg.cache;
+    let status = match hull_shim::cache::client::status(&c.socket) {
+        Ok(s) => format!(
+            "hull-cache: runs, {}/{} VMs waiting, {} booting ({}); {} taken, {} replaced",
+            s.waiting, s.pool_size, s.booting, s.shape, s.taken, s.replaced
+        ),
+        Err(_) if c.pool_size == 0 => "hull-cache: off (cache.pool_size = 0)".to_string(),
+        Err(e) => format!(
+            "hull-cache: not running ({e}); sandboxes boot their own VMs. \
+             Start it: systemctl start hull-cache, or scripts/cache.sh start"
+        ),
+    };
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(&c.pool_dir), dev(&cfg.state_dir)) {
+        (Some(a), Some(b)) if a != b => format!(
+            "{status}\nwarning: cache.pool_dir {} and state_dir {} are on different \
+             filesystems: no VM can be handed over",
+            c.pool_dir.display(),
+            cfg.state_dir.display()
+        ),
+        _ => status,
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +100,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("shared_fs.virtiofsd"), "{text}");
+    }
+
+    #[test]
+    fn a_cache_that_does_not_run_is_reported_not_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = include_str!("../../config/configuration.toml").replace(
+            "/run/hull-cache/cache.sock",
+            &dir.path().join("none.sock").display().to_string(),
+        );
+        let cfg = HullConfig::parse(&sample, Path::new("c.toml")).unwrap();
+        let report = cache_report(&cfg);
+        assert!(report.starts_with("hull-cache: not running"), "{report}");
+        assert!(report.contains("none.sock"), "{report}");
     }
 
     #[test]

@@ -155,11 +155,15 @@ impl HullShim {
                 self.0.id, req.id
             )));
         }
-        let share = Share::create(&VmPaths::new(&cfg.state_dir, &self.0.id))?;
+        let network = attach_network(host_netns).await?;
+        let nics = network.as_ref().map_or(0, |n| n.endpoints.len());
+        let taken = crate::sandbox::take_or_prepare(cfg, &self.0.id, nics, &self.0.log).await?;
+        // A taken VM is ended (its keeper's socket closed) if this fails.
+        let share = Share::open(&VmPaths::new(&cfg.state_dir, &self.0.id))?;
         share.add_rootfs(bundle_rootfs, &req.id)?;
         share.add_volumes(&mut guest_spec, &req.id)?;
-        let network = attach_network(host_netns).await?;
-        let sandbox = Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log, network, None).await?);
+        let sandbox =
+            Arc::new(Sandbox::boot(cfg, &self.0.id, &self.0.log, network, None, taken).await?);
         match self.create_in(&sandbox, req, guest_spec).await {
             Ok(stdio) => {
                 *self.0.sandbox.lock().await = Some(sandbox.clone());

@@ -132,11 +132,10 @@ impl HullShim {
         guest: &PodIdentity,
     ) -> Result<Arc<Sandbox>, ShimError> {
         let paths = VmPaths::new(&cfg.state_dir, &self.0.id);
-        Share::create(&paths)?;
-        let booted = match super::lifecycle::attach_network(netns).await {
-            Ok(network) => Sandbox::boot(cfg, &self.0.id, &self.0.log, network, Some(guest)).await,
-            Err(e) => Err(e),
-        };
+        let network = super::lifecycle::attach_network(netns).await?;
+        let nics = network.as_ref().map_or(0, |n| n.endpoints.len());
+        let taken = crate::sandbox::take_or_prepare(cfg, &self.0.id, nics, &self.0.log).await?;
+        let booted = Sandbox::boot(cfg, &self.0.id, &self.0.log, network, Some(guest), taken).await;
         booted.map(Arc::new).inspect_err(|e| {
             slog::error!(self.0.log, "sandbox start failed"; "error" => %e);
             let _ = Share::remove_at(&paths);

@@ -410,10 +410,14 @@ pub(super) fn cri_propagating_volumes_are_refused_by_name(env: &Env) -> Result<(
 }
 
 /// QEMU processes belonging to the pod's sandbox (QEMU is named after it).
+/// The pod's QEMUs: named after it, or taken from hull-cache (named after
+/// their pool VM) and serving a sandbox in the state directory.
 fn pod_vms(env: &Env, pod_id: &str) -> usize {
-    Env::processes_with(&env.state_dir.display().to_string())
+    let state = env.state_dir.display().to_string();
+    Env::vm_processes_under(&env.state_dir)
         .iter()
-        .filter(|p| p.contains("qemu-system") && p.contains(&format!("hull-{pod_id}")))
+        .filter(|p| p.contains("qemu-system"))
+        .filter(|p| p.contains(&format!("hull-{pod_id}")) || !p.contains(&state))
         .count()
 }
 

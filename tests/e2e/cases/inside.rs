@@ -552,7 +552,7 @@ pub(super) fn pod_containers_share_one_vm(env: &Env) -> Result<(), String> {
         ],
         &["sleep", "1000"],
     )?;
-    let qemus = Env::processes_with(&env.state_dir.display().to_string())
+    let qemus = Env::vm_processes_under(&env.state_dir)
         .iter()
         .filter(|p| p.contains("qemu-system"))
         .count();

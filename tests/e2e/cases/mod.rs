@@ -2,6 +2,7 @@
 //! This module holds the list and the helpers the case modules share.
 
 mod agent;
+mod cache;
 mod config;
 mod cri;
 mod deploy;
@@ -17,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use self::{
-    agent::*, config::*, cri::*, deploy::*, failure::*, hostile::*, inside::*, network::*, run::*,
-    soak::*,
+    agent::*, cache::*, config::*, cri::*, deploy::*, failure::*, hostile::*, inside::*,
+    network::*, run::*, soak::*,
 };
 use crate::env::{run, Env, CMD_TIMEOUT};
 use subscriber::EventSubscriber;
@@ -37,6 +38,26 @@ pub enum Scope {
 }
 
 pub const ALL: &[(&str, Case, Scope)] = &[
+    (
+        "cache_pods_behave_as_booted_ones",
+        cache_pods_behave_as_booted_ones,
+        Scope::Every,
+    ),
+    (
+        "cache_replaces_a_killed_vm_and_refills",
+        cache_replaces_a_killed_vm_and_refills,
+        Scope::First,
+    ),
+    (
+        "cache_larger_sandbox_boots_fresh",
+        cache_larger_sandbox_boots_fresh,
+        Scope::First,
+    ),
+    (
+        "cache_stop_leaves_running_pods_untouched",
+        cache_stop_leaves_running_pods_untouched,
+        Scope::First,
+    ),
     ("runs_in_its_own_vm", runs_in_its_own_vm, Scope::Every),
     (
         "cri_privileged_container_manages_a_bridge",
@@ -363,12 +384,13 @@ fn run_sleeping(env: &Env, id: &str) -> Result<std::process::Child, String> {
     Ok(child)
 }
 
-/// The pid of the task's QEMU or helper whose command line names `what`.
+/// The pid of the task's QEMU or helper whose command line names `what`
+/// (a VM taken from hull-cache is found by its output in the task's
+/// directory).
 fn vm_process(env: &Env, id: &str, what: &str) -> Result<String, String> {
-    let dir = env.state_dir.join(id).display().to_string();
-    Env::processes_with(&dir)
+    Env::vm_processes_under(&env.state_dir.join(id))
         .into_iter()
-        .find(|p| p.contains(what))
+        .find(|p| p.contains(what) && !p.contains("hull-cache keeper"))
         .and_then(|p| p.split_whitespace().next().map(str::to_string))
         .ok_or(format!("no {what} process for {id}"))
 }

@@ -116,10 +116,15 @@ pub(super) fn pod_network_reaches_the_vm_both_ways(env: &Env) -> Result<(), Stri
         .spawn()
         .map_err(|e| e.to_string())?;
     let reached = connect_from_peer(&pair, "echo hello-pod | busybox nc 10.241.1.2 7002");
-    let o = finish(container, CMD_TIMEOUT)?;
-    let _ = server.kill();
+    let o = finish(container, CMD_TIMEOUT);
+    // The peer's servers go whatever happened (they hold the suite's stdout).
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = server.wait();
     reached?;
+    let o = o?;
     expect_success(&o)?;
     let out = stdout(&o);
     let want = [
