@@ -138,7 +138,7 @@ agent_bench() { # sandbox id
   printf '\nagent in the VM (hull-agentctl over the VM vsock socket)\n'
   printf '%-44s %8s us (p99 %s us)\n' "RPC round trip, Health.Check, median of 200" \
     "$(field median <<<"$rpc")" "$(field p99 <<<"$rpc")"
-  printf '%-44s %10s %8s\n' "64 MiB guest to host, 256 KiB writes" "MB/s" "ratio"
+  printf '%-44s %10s %8s\n' "64 MiB guest to host, 256 KiB writes, median of 3" "MB/s" "ratio"
   printf '%-44s %10s %8s\n' "raw vsock (helper writes to vsock)" "$vs" "1.00"
   printf '%-44s %10s %8s\n' "Hull raw stream (helper's stdout)" "$raw" "$(awk -v a="$raw" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"
   printf '%-44s %10s %8s\n' "Kata ReadStdout RPC (helper's stdout)" "$rpcs" "$(awk -v a="$rpcs" -v b="$vs" 'BEGIN{printf "%.2f", a/b}')"

@@ -68,41 +68,74 @@ pub struct ProcessStdio {
     fifos: [Option<Arc<Fifo>>; 3],
 }
 
-async fn open_stream(
-    vsock: &dyn VsockTransport,
-    header: StreamHeader,
-) -> Result<GuestStream, ShimError> {
+/// Connects to the agent's stdio port, within [`STREAM_TIMEOUT`].
+async fn connect_stream(vsock: &dyn VsockTransport) -> Result<GuestStream, ShimError> {
+    tokio::time::timeout(STREAM_TIMEOUT, vsock.connect(protocols::STDIO_PORT))
+        .await
+        .map_err(|_| {
+            ShimError::FailedPrecondition(format!(
+                "stdio stream: no connection to the guest within {STREAM_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(ShimError::from)
+}
+
+/// Names the process and stream a connected stream is for, and reads the
+/// agent's answer, within [`STREAM_TIMEOUT`].
+async fn announce(mut s: GuestStream, header: StreamHeader) -> Result<GuestStream, ShimError> {
     let kind = header.kind.as_str();
-    tokio::time::timeout(STREAM_TIMEOUT, open_stream_unbounded(vsock, header))
+    let exchange = async {
+        s.write_all(header.encode().as_bytes())
+            .await
+            .map_err(ShimError::io("send stream header"))?;
+        vsock::read_line(&mut s, protocols::stream::MAX_HEADER_LEN)
+            .await
+            .map_err(ShimError::io("read stream reply"))
+    };
+    let reply = tokio::time::timeout(STREAM_TIMEOUT, exchange)
         .await
         .map_err(|_| {
             ShimError::FailedPrecondition(format!(
                 "{kind} stream: no answer from the guest within {STREAM_TIMEOUT:?}"
             ))
-        })?
-}
-
-/// How long connecting one stdio stream may take.
-const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn open_stream_unbounded(
-    vsock: &dyn VsockTransport,
-    header: StreamHeader,
-) -> Result<GuestStream, ShimError> {
-    let mut s = vsock.connect(protocols::STDIO_PORT).await?;
-    s.write_all(header.encode().as_bytes())
-        .await
-        .map_err(ShimError::io("send stream header"))?;
-    let reply = vsock::read_line(&mut s, protocols::stream::MAX_HEADER_LEN)
-        .await
-        .map_err(ShimError::io("read stream reply"))?;
+        })??;
     if reply != "OK" {
         return Err(ShimError::FailedPrecondition(format!(
-            "agent refused {} stream: {reply}",
-            header.kind.as_str()
+            "agent refused {kind} stream: {reply}"
         )));
     }
     Ok(s)
+}
+
+/// How long connecting one stdio stream may take, and its header exchange.
+const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A process's streams, connected to the agent's stdio port but not yet
+/// naming the process: connected while the agent starts it.
+pub struct ConnectedStreams {
+    stdin: GuestStream,
+    stdout: GuestStream,
+    stderr: Option<GuestStream>,
+}
+
+impl ConnectedStreams {
+    /// Connects the streams a process needs (no stderr with a terminal), at
+    /// once.
+    pub async fn connect(vsock: &dyn VsockTransport, terminal: bool) -> Result<Self, ShimError> {
+        let stderr = async {
+            match terminal {
+                true => Ok(None),
+                false => connect_stream(vsock).await.map(Some),
+            }
+        };
+        let (stdin, stdout, stderr) =
+            tokio::try_join!(connect_stream(vsock), connect_stream(vsock), stderr)?;
+        Ok(ConnectedStreams {
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
 }
 
 /// Opens a FIFO in blocking mode (as containerd's own shims do: the open
@@ -221,18 +254,35 @@ impl ProcessStdio {
         paths: &StdioPaths,
         log: &slog::Logger,
     ) -> Result<Self, ShimError> {
+        let streams = ConnectedStreams::connect(vsock, paths.terminal).await?;
+        Self::attach_connected(streams, container_id, exec_id, paths, log).await
+    }
+
+    /// Names the process on streams connected beforehand (all at once) and
+    /// starts copying them.
+    pub async fn attach_connected(
+        streams: ConnectedStreams,
+        container_id: &str,
+        exec_id: &str,
+        paths: &StdioPaths,
+        log: &slog::Logger,
+    ) -> Result<Self, ShimError> {
         let header = |kind| StreamHeader {
             container_id: container_id.into(),
             exec_id: exec_id.into(),
             kind,
         };
-        let stdin = open_stream(vsock, header(StreamKind::Stdin)).await?;
-        let stdout = open_stream(vsock, header(StreamKind::Stdout)).await?;
-        let stderr = if paths.terminal {
-            None
-        } else {
-            Some(open_stream(vsock, header(StreamKind::Stderr)).await?)
+        let stderr = async {
+            match streams.stderr {
+                Some(s) => announce(s, header(StreamKind::Stderr)).await.map(Some),
+                None => Ok(None),
+            }
         };
+        let (stdin, stdout, stderr) = tokio::try_join!(
+            announce(streams.stdin, header(StreamKind::Stdin)),
+            announce(streams.stdout, header(StreamKind::Stdout)),
+            stderr
+        )?;
         let fifos = [
             Fifo::hold(&paths.stdin)?,
             Fifo::hold(&paths.stdout)?,

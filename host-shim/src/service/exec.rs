@@ -9,7 +9,7 @@ use protocols::agent;
 
 use super::HullShim;
 use crate::errors::ShimError;
-use crate::io::{ProcessStdio, StdioPaths};
+use crate::io::{ConnectedStreams, ProcessStdio, StdioPaths};
 use crate::task::Proc;
 
 /// containerd sends the process spec as the runtime-spec JSON in an Any.
@@ -107,21 +107,27 @@ impl HullShim {
             })?,
             ..Default::default()
         };
-        sandbox
-            .agent
-            .agent
-            .exec_process(sandbox.agent.ctx(), &exec)
-            .await
-            .map_err(ShimError::agent("ExecProcess"))?;
+        // The streams connect while the agent starts the process; they
+        // name it once it exists.
+        let (started, streams) = tokio::join!(
+            sandbox.agent.agent.exec_process(sandbox.agent.ctx(), &exec),
+            ConnectedStreams::connect(sandbox.vsock.as_ref(), proc.stdio_paths.terminal)
+        );
+        started.map_err(ShimError::agent("ExecProcess"))?;
         let exec_done = std::time::Instant::now();
-        let stdio = ProcessStdio::attach(
-            sandbox.vsock.as_ref(),
-            &req.id,
-            &req.exec_id,
-            &proc.stdio_paths,
-            &self.0.log,
-        )
-        .await;
+        let stdio = match streams {
+            Ok(streams) => {
+                ProcessStdio::attach_connected(
+                    streams,
+                    &req.id,
+                    &req.exec_id,
+                    &proc.stdio_paths,
+                    &self.0.log,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         let stdio = match stdio {
             Ok(s) => s,
             Err(e) => {
