@@ -17,10 +17,12 @@ build:
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" $(CARGO) build --release -p hull-agent --target $(TARGET)
 
-# The debug image adds a shell (static busybox) for hull.debug_console=on.
+# The guest: vmlinux, the initrd, and the minimal rootfs image (erofs with
+# its dm-verity tree) with its small boot initrd. The debug initrd adds a
+# shell (static busybox) for hull.debug_console=on.
 image: agent build
 	target/release/hull-image --agent $(AGENT) --out $(GUEST)
-	target/release/hull-image --agent $(AGENT) --out $(GUEST)-debug --debug-shell /bin/busybox
+	target/release/hull-image --agent $(AGENT) --out $(GUEST)-debug --debug-shell /bin/busybox --initrd-only
 
 install: image
 	bash scripts/install.sh

@@ -3,6 +3,8 @@
 # registry. Deterministic: same busybox binary, same archive bytes.
 # usage: busybox-image.sh OUT.tar [IMAGE_NAME [CMD_JSON]]
 # e.g. the pods' pause image: busybox-image.sh pause.tar docker.io/hull/pause:latest '["sleep","2147483647"]'
+# HULL_IMAGE_EXTRA="/usr/sbin/nft ..." adds those host binaries with the
+# shared libraries they load (ldd), e.g. Debian's nft for netfilter tests.
 set -euo pipefail
 out=$1
 name=${2:-docker.io/hull/busybox:latest}
@@ -17,6 +19,12 @@ mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,root,var,run}
 cp "$bb" "$root/bin/busybox"
 for applet in $("$bb" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+for bin in ${HULL_IMAGE_EXTRA:-}; do
+  for f in "$bin" $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+  done
 done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"

@@ -11,6 +11,13 @@ install -D -m 755 target/release/hull-jail /usr/local/bin/hull-jail
 install -D -m 644 build/guest/vmlinux /usr/local/share/hull/vmlinux
 install -D -m 644 build/guest/initrd.img /usr/local/share/hull/initrd.img
 install -D -m 644 build/guest-debug/initrd.img /usr/local/share/hull/initrd-debug.img
+install -D -m 644 build/guest/boot-initrd.img /usr/local/share/hull/boot-initrd.img
+# Running VMs map the rootfs image: it is replaced by a rename, never
+# rewritten in place (a VM would see its pages change under it).
+for f in rootfs.img rootfs.img.verity; do
+  install -m 644 "build/guest/$f" "/usr/local/share/hull/.$f.new"
+  mv -f "/usr/local/share/hull/.$f.new" "/usr/local/share/hull/$f"
+done
 for helper in vhost-device-vsock virtiofsd; do
   src=$(command -v "$helper" || echo "$HOME/.cargo/bin/$helper")
   [ "$src" = "/usr/local/bin/$helper" ] || install -m 755 "$src" "/usr/local/bin/$helper"

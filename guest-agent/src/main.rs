@@ -16,17 +16,20 @@ mod config;
 mod container;
 mod copy_file;
 mod debug_console;
+mod dm;
 mod errors;
 mod guest;
 mod listener;
 mod logging;
 mod metrics;
+mod modprobe;
 mod modules;
 mod network;
 mod oom;
 mod pid1;
 mod pod_ns;
 mod reaper;
+mod root_image;
 mod rpc;
 mod server;
 mod stats;
@@ -38,6 +41,14 @@ mod vsock_probe;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // The kernel runs /sbin/modprobe (a link to the agent in a rootfs
+    // image) to load a module on demand.
+    if args
+        .first()
+        .is_some_and(|a| a.rsplit('/').next() == Some("modprobe"))
+    {
+        std::process::exit(modprobe::run(&args[1..]));
+    }
     match args.get(1).map(String::as_str) {
         Some("init") => run_container_init(&args[2..]),
         Some("bench-source") => std::process::exit(bench_source::run(&args[2..])),
@@ -47,7 +58,7 @@ fn main() {
     }
     if std::process::id() == 1 {
         boot_steps::mark("init");
-        if let Err(e) = early_pid1() {
+        if let Err(e) = early_pid1(&args) {
             eprintln!("hull-agent: {e}");
             pid1::exit(1);
         }
@@ -63,10 +74,15 @@ fn main() {
 }
 
 /// Before configuration can be read: /proc, and a root that is not the
-/// initramfs.
-fn early_pid1() -> Result<(), Box<dyn std::error::Error>> {
+/// initramfs: the rootfs image the command line names (this process is
+/// replaced by the image's agent), or a bind mount of the initramfs.
+fn early_pid1(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     pid1::mount_proc()?;
     if switch_root::on_initramfs() {
+        let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+        if let Some(image) = root_image::requested(&cmdline) {
+            return Err(Box::new(root_image::boot(&image?, args)));
+        }
         switch_root::leave_initramfs()?;
     }
     boot_steps::mark("initramfs_left");

@@ -39,6 +39,7 @@ fn device_type_of(group: &str) -> Option<u32> {
         "virtio_blk" => Some(2),
         "9p" | "9pnet_virtio" => Some(9),
         "virtiofs" => Some(26),
+        "virtio_pmem" | "nd_pmem" => Some(27),
         _ => None,
     }
 }
@@ -63,6 +64,11 @@ pub fn parse_list(text: &str) -> Vec<(String, Vec<String>)> {
 /// Parses a sysfs `device` file ("0x001a").
 fn parse_device_type(text: &str) -> Option<u32> {
     u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The device types on the virtio bus now (the transport loaded).
+pub fn virtio_device_types_now() -> HashSet<u32> {
+    virtio_device_types(Path::new(VIRTIO_DEVICES))
 }
 
 /// The device types on the virtio bus now.
@@ -216,11 +222,22 @@ pub fn wait_for_deferred(limit: Duration) -> bool {
     !*guard
 }
 
-fn finit(path: &str) -> Result<(), ModulesError> {
+/// Loads the module file at `path`; one already in the kernel is left as
+/// it is (without reading the file: an image boot's agent finds the boot
+/// initrd's modules in).
+pub fn finit(path: &str) -> Result<(), ModulesError> {
     let err = |source| ModulesError::Load {
         path: path.to_string(),
         source,
     };
+    let name = protocols::modules_dep::module_name(path);
+    if Path::new("/sys/module")
+        .join(&name)
+        .join("initstate")
+        .exists()
+    {
+        return Ok(());
+    }
     let file = std::fs::File::open(path).map_err(err)?;
     match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
         Ok(()) | Err(nix::Error::EEXIST) => Ok(()),

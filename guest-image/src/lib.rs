@@ -5,3 +5,5 @@
 pub mod cpio;
 pub mod kernel;
 pub mod modules;
+pub mod rootfs;
+pub mod verity;

@@ -1,22 +1,33 @@
-//! hull-image: builds `vmlinux` and `initrd.img` for Hull's guest.
+//! hull-image: builds Hull's guest: `vmlinux`; `initrd.img`, the whole
+//! guest in one initrd; and the minimal rootfs image `rootfs.img` (erofs,
+//! dm-verity tree appended, parameters in `rootfs.img.verity`) with
+//! `boot-initrd.img`, the small initrd that checks and mounts it.
 //!
 //! usage: hull-image --agent PATH --out DIR [--kernel-version VERSION]
-//!                   [--debug-shell STATIC_BUSYBOX]
+//!                   [--debug-shell STATIC_BUSYBOX] [--initrd-only]
 //!
 //! `--debug-shell` adds a static busybox as `/bin/sh`, for the agent's
 //! debug console (`hull.debug_console=on`); production images carry no shell.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashSet;
+
 use hull_image::cpio::{Archive, Entry};
 use hull_image::kernel;
-use hull_image::modules::{ModulesDep, REQUIRED};
+use hull_image::modules::{
+    aliases_for, module_name, ModulesDep, BOOT_REQUIRED, INITRD_EXTRA, REQUIRED, ROOTFS_PREFIXES,
+};
+use hull_image::rootfs::Tree;
+use hull_image::verity;
+use protocols::root_image::{Verity, VERITY_SUFFIX};
 
 struct Args {
     agent: PathBuf,
     out: PathBuf,
     kernel_version: Option<String>,
     debug_shell: Option<PathBuf>,
+    initrd_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -24,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
     let mut out = None;
     let mut kernel_version = None;
     let mut debug_shell = None;
+    let mut initrd_only = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -32,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => out = Some(PathBuf::from(value()?)),
             "--kernel-version" => kernel_version = Some(value()?),
             "--debug-shell" => debug_shell = Some(PathBuf::from(value()?)),
+            "--initrd-only" => initrd_only = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -40,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         out: out.ok_or("--out is required")?,
         kernel_version,
         debug_shell,
+        initrd_only,
     })
 }
 
@@ -60,6 +74,13 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The kernel and its modules directory, read once.
+struct Kernel {
+    version: String,
+    moddir: PathBuf,
+    dep: ModulesDep,
+}
+
 fn build(args: &Args) -> Result<(), String> {
     let version = match &args.kernel_version {
         Some(v) => v.clone(),
@@ -73,43 +94,70 @@ fn build(args: &Args) -> Result<(), String> {
     write_if_changed(&args.out.join("vmlinux"), &vmlinux)?;
 
     let dep = String::from_utf8(read(&moddir.join("modules.dep"))?).map_err(|e| e.to_string())?;
-    let dep = ModulesDep::parse(&dep);
+    let k = Kernel {
+        dep: ModulesDep::parse(&dep),
+        version,
+        moddir,
+    };
+    let agent = read(&args.agent)?;
+    let groups: Vec<&str> = REQUIRED.iter().chain(INITRD_EXTRA).copied().collect();
+    let modules = write_initrd(&k, &agent, args, &groups, "initrd.img")?;
+    println!(
+        "hull-image: kernel {}, {modules} modules -> {}",
+        k.version,
+        args.out.join("initrd.img").display()
+    );
+    if args.initrd_only {
+        return Ok(());
+    }
+    write_initrd(&k, &agent, args, BOOT_REQUIRED, "boot-initrd.img")?;
+    let (modules, verity) = write_rootfs(&k, &agent, &args.out)?;
+    println!(
+        "hull-image: rootfs image, {modules} modules, root hash {} -> {}",
+        verity.root_hash,
+        args.out.join("rootfs.img").display()
+    );
+    Ok(())
+}
+
+/// The modules of `groups` (each complete with its dependencies, each file
+/// once) as (path relative to the modules directory, list line); the list
+/// line is what the agent's `/etc/hull/modules` holds.
+fn module_groups(k: &Kernel, groups: &[&str]) -> Result<(Vec<String>, String), String> {
+    let mut list = String::new();
+    let mut files = Vec::new();
+    for group in groups {
+        for rel in k.dep.load_order(&[group]).map_err(|e| e.to_string())? {
+            list.push_str(&format!("{group} /lib/modules/{}/{rel}\n", k.version));
+            if !files.contains(&rel) {
+                files.push(rel);
+            }
+        }
+    }
+    Ok((files, list))
+}
+
+/// An initrd with the agent as `/init` and the modules of `groups`; how
+/// many modules it holds.
+fn write_initrd(
+    k: &Kernel,
+    agent: &[u8],
+    args: &Args,
+    groups: &[&str],
+    name: &str,
+) -> Result<usize, String> {
     let mut archive = Archive::default();
-    archive.add(
-        "init",
-        Entry::File {
-            mode: 0o755,
-            data: read(&args.agent)?,
-        },
-    );
-    archive.add(
-        "dev/console",
-        Entry::CharDev {
-            mode: 0o600,
-            major: 5,
-            minor: 1,
-        },
-    );
-    archive.add(
-        "dev/null",
-        Entry::CharDev {
-            mode: 0o666,
-            major: 1,
-            minor: 3,
-        },
-    );
+    let file = |mode, data| Entry::File { mode, data };
+    archive.add("init", file(0o755, agent.to_vec()));
+    for (path, minor) in [("dev/console", 1), ("dev/null", 3)] {
+        let (mode, major) = if minor == 1 { (0o600, 5) } else { (0o666, 1) };
+        archive.add(path, Entry::CharDev { mode, major, minor });
+    }
     for dir in ["proc", "sys", "run", "tmp", "etc/hull"] {
         archive.add(dir, Entry::Dir { mode: 0o755 });
     }
     if let Some(busybox) = &args.debug_shell {
-        archive.add("bin", Entry::Dir { mode: 0o755 });
-        archive.add(
-            "bin/busybox",
-            Entry::File {
-                mode: 0o755,
-                data: read(busybox)?,
-            },
-        );
+        archive.add("bin/busybox", file(0o755, read(busybox)?));
         archive.add(
             "bin/sh",
             Entry::Symlink {
@@ -117,49 +165,101 @@ fn build(args: &Args) -> Result<(), String> {
             },
         );
     }
-    // One group per required module, complete with its dependencies (the
-    // agent loads a group only if the VM has its device; see the agent's
-    // modules.rs), each file once in the image.
-    let mut list = String::new();
-    let mut in_image = std::collections::HashSet::new();
-    for group in REQUIRED {
-        for rel in dep.load_order(&[group]).map_err(|e| e.to_string())? {
-            let guest_path = format!("lib/modules/{version}/{rel}");
-            if in_image.insert(rel.clone()) {
-                archive.add(
-                    &guest_path,
-                    Entry::File {
-                        mode: 0o644,
-                        data: read(&moddir.join(&rel))?,
-                    },
-                );
-            }
-            list.push_str(&format!("{group} /{guest_path}\n"));
-        }
+    // The agent loads a group only if the VM has its device (see the
+    // agent's modules.rs).
+    let (files, list) = module_groups(k, groups)?;
+    for rel in &files {
+        let data = read(&k.moddir.join(rel))?;
+        archive.add(
+            &format!("lib/modules/{}/{rel}", k.version),
+            file(0o644, data),
+        );
     }
-    archive.add(
-        "etc/hull/modules",
-        Entry::File {
-            mode: 0o644,
-            data: list.into_bytes(),
-        },
-    );
-    archive.add(
-        "etc/hull/kernel-version",
-        Entry::File {
-            mode: 0o644,
-            data: format!("{version}\n").into_bytes(),
-        },
-    );
+    archive.add("etc/hull/modules", file(0o644, list.into_bytes()));
+    let version_line = format!("{}\n", k.version).into_bytes();
+    archive.add("etc/hull/kernel-version", file(0o644, version_line));
     let mut initrd = Vec::new();
     archive.write_to(&mut initrd).map_err(|e| e.to_string())?;
-    write_if_changed(&args.out.join("initrd.img"), &initrd)?;
-    println!(
-        "hull-image: kernel {version}, {} modules -> {}",
-        in_image.len(),
-        args.out.display()
-    );
-    Ok(())
+    write_if_changed(&args.out.join(name), &initrd)?;
+    Ok(files.len())
+}
+
+/// The minimal rootfs image (erofs with its verity tree appended) and its
+/// `.verity` file; how many modules it holds.
+fn write_rootfs(k: &Kernel, agent: &[u8], out: &Path) -> Result<(usize, Verity), String> {
+    let stage = out.join("rootfs.stage");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    }
+    let tree = Tree::new(&stage).map_err(|e| e.to_string())?;
+    stage_rootfs(k, agent, &tree).map_err(|e| e.to_string())?;
+    let (_, list) = module_groups(k, REQUIRED)?;
+    tree.file("etc/hull/modules", list.as_bytes(), 0o644)
+        .map_err(|e| e.to_string())?;
+    let modules = stage_module_tree(k, &tree)?;
+    let tmp = out.join("rootfs.img.tmp");
+    tree.make_erofs(&tmp).map_err(|e| e.to_string())?;
+    let verity = verity::append_hash_tree(&tmp).map_err(|e| e.to_string())?;
+    let image = std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::remove_file(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    write_if_changed(&out.join("rootfs.img"), &image)?;
+    let json = serde_json::to_vec_pretty(&verity).map_err(|e| e.to_string())?;
+    write_if_changed(&out.join(format!("rootfs.img.{VERITY_SUFFIX}")), &json)?;
+    Ok((modules, verity))
+}
+
+/// The image's own files: the agent (also as `/sbin/init`, and as
+/// `/sbin/modprobe`, the kernel's helper for loading a module on demand)
+/// and the directories the agent mounts on.
+fn stage_rootfs(
+    k: &Kernel,
+    agent: &[u8],
+    tree: &Tree,
+) -> Result<(), hull_image::rootfs::RootfsError> {
+    tree.file("usr/bin/hull-agent", agent, 0o755)?;
+    tree.symlink("sbin/init", "../usr/bin/hull-agent")?;
+    tree.symlink("sbin/modprobe", "../usr/bin/hull-agent")?;
+    for dir in [
+        "dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc/hull",
+    ] {
+        tree.dir(dir)?;
+    }
+    tree.file(
+        "etc/hull/kernel-version",
+        format!("{}\n", k.version).as_bytes(),
+        0o644,
+    )
+}
+
+/// The modules of [`REQUIRED`] and [`ROOTFS_PREFIXES`] with everything they
+/// depend on, and the `modules.dep`, `modules.alias` and `modules.builtin`
+/// for them (what `request_module` resolves names with).
+fn stage_module_tree(k: &Kernel, tree: &Tree) -> Result<usize, String> {
+    let mut wanted: Vec<String> = REQUIRED.iter().map(|s| s.to_string()).collect();
+    wanted.extend(BOOT_REQUIRED.iter().map(|s| s.to_string()));
+    wanted.extend(k.dep.names_under(ROOTFS_PREFIXES));
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let paths = k.dep.load_order(&wanted).map_err(|e| e.to_string())?;
+    let dir = format!("lib/modules/{}", k.version);
+    for rel in &paths {
+        let data = read(&k.moddir.join(rel))?;
+        tree.file(&format!("{dir}/{rel}"), &data, 0o644)
+            .map_err(|e| e.to_string())?;
+    }
+    let paths: HashSet<String> = paths.into_iter().collect();
+    let names: HashSet<String> = paths.iter().map(|p| module_name(p)).collect();
+    let alias = String::from_utf8_lossy(&read(&k.moddir.join("modules.alias"))?).into_owned();
+    let files = [
+        ("modules.dep", k.dep.subset_text(&paths).into_bytes()),
+        ("modules.alias", aliases_for(&alias, &names).into_bytes()),
+        ("modules.builtin", read(&k.moddir.join("modules.builtin"))?),
+    ];
+    for (name, data) in files {
+        tree.file(&format!("{dir}/{name}"), &data, 0o644)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(paths.len())
 }
 
 /// Leaves an identical file untouched, so its timestamp says when it last changed.

@@ -1,15 +1,9 @@
-//! Kernel modules from `modules.dep`: the dependency closure of the modules
-//! Hull needs, in an order where every module follows its dependencies.
+//! Which of the kernel's modules each guest carries: the initrd, the small
+//! initrd of an image boot, and the minimal rootfs image.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ModuleError {
-    #[error(
-        "module {0:?} is not in modules.dep (neither built as a module nor known to this kernel)"
-    )]
-    Unknown(String),
-}
+pub use protocols::modules_dep::{module_name, ModuleError, ModulesDep};
 
 /// The drivers Hull's guest uses: virtio PCI transport, vsock, virtio-fs,
 /// 9p, overlay, virtio-blk and virtio-net.
@@ -22,65 +16,90 @@ pub const REQUIRED: &[&str] = &[
     "overlay",
     "virtio_blk",
     "virtio_net",
-    // A privileged container managing a bridge (`brctl addbr`, `ip link
-    // add type bridge`), as it can on a host; until modules load on demand.
-    "bridge",
 ];
 
-/// Parsed `modules.dep`: module name -> (path, dependency paths).
-pub struct ModulesDep {
-    by_name: BTreeMap<String, String>,
-    deps: BTreeMap<String, Vec<String>>,
-}
+/// What the initrd adds to [`REQUIRED`]: with no modules loading on demand
+/// there, a privileged container managing a bridge (`brctl addbr`, `ip
+/// link add type bridge`) needs it loaded already. A rootfs image loads it
+/// when asked.
+pub const INITRD_EXTRA: &[&str] = &["bridge"];
 
-/// `kernel/fs/fuse/virtiofs.ko` -> `virtiofs` (dashes count as underscores).
-pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
-}
+/// What the minimal rootfs image carries for containers besides
+/// [`REQUIRED`], as path prefixes under the modules directory (a directory
+/// with a trailing `/`); their dependencies come along. The kernel loads
+/// from these on demand (`request_module`), as a host would: networking
+/// (bridge, veth, vxlan, tun, netfilter with nf_tables and iptables, ipvs,
+/// traffic control, wireguard), filesystems containers mount, device-mapper
+/// and loop devices. Kata's guest kernel config enables the same families.
+pub const ROOTFS_PREFIXES: &[&str] = &[
+    "kernel/net/",
+    "kernel/fs/overlayfs/",
+    "kernel/fs/ext4/",
+    "kernel/fs/xfs/",
+    "kernel/fs/btrfs/",
+    "kernel/fs/fuse/",
+    "kernel/fs/squashfs/",
+    "kernel/fs/erofs/",
+    "kernel/fs/fat/",
+    "kernel/fs/isofs/",
+    "kernel/fs/nls/",
+    "kernel/fs/9p/",
+    "kernel/fs/autofs/",
+    "kernel/fs/binfmt_misc.ko",
+    "kernel/drivers/md/",
+    "kernel/drivers/nvdimm/",
+    "kernel/drivers/virtio/",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/drivers/block/loop.ko",
+    "kernel/drivers/block/nbd.ko",
+    "kernel/drivers/char/hw_random/virtio-rng.ko",
+    "kernel/drivers/net/veth.ko",
+    "kernel/drivers/net/vxlan/",
+    "kernel/drivers/net/tun.ko",
+    "kernel/drivers/net/tap.ko",
+    "kernel/drivers/net/macvlan.ko",
+    "kernel/drivers/net/macvtap.ko",
+    "kernel/drivers/net/ipvlan/",
+    "kernel/drivers/net/dummy.ko",
+    "kernel/drivers/net/bonding/",
+    "kernel/drivers/net/team/",
+    "kernel/drivers/net/geneve.ko",
+    "kernel/drivers/net/wireguard/",
+    "kernel/drivers/net/ifb.ko",
+    "kernel/drivers/net/nlmon.ko",
+    "kernel/drivers/net/vrf.ko",
+    "kernel/drivers/net/virtio_net.ko",
+    "kernel/crypto/",
+    "kernel/arch/x86/crypto/",
+];
 
-impl ModulesDep {
-    pub fn parse(text: &str) -> Self {
-        let mut by_name = BTreeMap::new();
-        let mut deps = BTreeMap::new();
-        for line in text.lines() {
-            let Some((path, rest)) = line.split_once(':') else {
-                continue;
-            };
-            by_name.insert(module_name(path), path.to_string());
-            deps.insert(
-                path.to_string(),
-                rest.split_whitespace().map(str::to_string).collect(),
-            );
-        }
-        ModulesDep { by_name, deps }
-    }
+/// What the small initrd of an image boot loads to reach the image: the
+/// pmem or blk device, device-mapper's verity target and erofs.
+pub const BOOT_REQUIRED: &[&str] = &[
+    "virtio_pci",
+    "virtio_pmem",
+    "nd_pmem",
+    "virtio_blk",
+    "dm_verity",
+    // erofs needs libcrc32c, whose start asks the crypto API for crc32c;
+    // with no modprobe in the initrd, it must be in already.
+    "crc32c_generic",
+    "erofs",
+];
 
-    /// Paths (relative to the modules directory) of `wanted` and all they
-    /// depend on, dependencies first.
-    pub fn load_order(&self, wanted: &[&str]) -> Result<Vec<String>, ModuleError> {
-        let mut order = Vec::new();
-        let mut seen = HashSet::new();
-        for name in wanted {
-            let path = self
-                .by_name
-                .get(&name.replace('-', "_"))
-                .ok_or_else(|| ModuleError::Unknown(name.to_string()))?;
-            self.visit(path, &mut seen, &mut order);
-        }
-        Ok(order)
-    }
-
-    fn visit(&self, path: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
-        if !seen.insert(path.to_string()) {
-            return;
-        }
-        for dep in self.deps.get(path).into_iter().flatten() {
-            self.visit(dep, seen, order);
-        }
-        order.push(path.to_string());
-    }
+/// The lines of `modules.alias` whose module is in `names`.
+pub fn aliases_for(alias_text: &str, names: &HashSet<String>) -> String {
+    alias_text
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some("alias")
+                && words
+                    .nth(1)
+                    .is_some_and(|m| names.contains(&m.replace('-', "_")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -94,23 +113,18 @@ mod tests {
                        kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n";
 
     #[test]
-    fn dependencies_come_first_and_once() {
+    fn a_subset_keeps_its_lines_and_aliases() {
         let d = ModulesDep::parse(DEP);
-        let order = d.load_order(&["virtiofs", "virtio_pci"]).unwrap();
+        assert_eq!(d.names_under(&["kernel/fs/"]), ["fuse", "virtiofs"]);
+        let paths: HashSet<String> = d.load_order(&["virtiofs"]).unwrap().into_iter().collect();
         assert_eq!(
-            order,
-            [
-                "kernel/fs/fuse/fuse.ko",
-                "kernel/drivers/virtio/virtio.ko",
-                "kernel/fs/fuse/virtiofs.ko",
-                "kernel/drivers/virtio/virtio_pci.ko"
-            ]
+            d.subset_text(&paths),
+            "kernel/drivers/virtio/virtio.ko:\n\
+             kernel/fs/fuse/fuse.ko:\n\
+             kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio.ko\n"
         );
-    }
-
-    #[test]
-    fn unknown_module_is_named() {
-        let err = ModulesDep::parse(DEP).load_order(&["nbd"]).unwrap_err();
-        assert!(err.to_string().contains("nbd"));
+        let names: HashSet<String> = ["virtiofs".to_string()].into();
+        let aliases = "alias fs-virtiofs virtiofs\nalias char-major-10-229 fuse\n";
+        assert_eq!(aliases_for(aliases, &names), "alias fs-virtiofs virtiofs\n");
     }
 }

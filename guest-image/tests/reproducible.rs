@@ -25,7 +25,13 @@ fn two_builds_are_byte_identical() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     build(&a, &agent);
     build(&b, &agent);
-    for file in ["vmlinux", "initrd.img"] {
+    for file in [
+        "vmlinux",
+        "initrd.img",
+        "boot-initrd.img",
+        "rootfs.img",
+        "rootfs.img.verity",
+    ] {
         let (x, y) = (
             std::fs::read(a.join(file)).unwrap(),
             std::fs::read(b.join(file)).unwrap(),
@@ -37,5 +43,29 @@ fn two_builds_are_byte_identical() {
     assert!(
         vmlinux.starts_with(b"\x7fELF"),
         "vmlinux is an ELF image (PVH boot)"
+    );
+}
+
+/// The rootfs image's tree, made by veritysetup, is what hull-image's own
+/// verifier computes from the data: each checks the other.
+#[test]
+fn the_rootfs_image_verifies_and_a_flipped_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent");
+    std::fs::write(&agent, b"stand-in agent binary").unwrap();
+    let out = dir.path().join("out");
+    build(&out, &agent);
+    let image = out.join("rootfs.img");
+    let verity: protocols::root_image::Verity =
+        serde_json::from_slice(&std::fs::read(out.join("rootfs.img.verity")).unwrap()).unwrap();
+    let result = hull_image::verity::verify(&image, &verity).unwrap();
+    assert_eq!(result, Ok(()));
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[4096 * 3 + 17] ^= 1;
+    std::fs::write(&image, &bytes).unwrap();
+    let result = hull_image::verity::verify(&image, &verity).unwrap();
+    assert!(
+        matches!(result, Err(hull_image::verity::Mismatch::RootHash { .. })),
+        "{result:?}"
     );
 }

@@ -18,8 +18,23 @@ pub enum ConnectError {
         last: String,
         console: String,
     },
-    #[error("the VM died before its agent answered: {0}")]
-    VmDied(String),
+    /// `console` as for `Timeout`: why the guest stopped is usually its
+    /// last words there (a kernel panic, the agent's boot error).
+    #[error(
+        "the VM died before its agent answered: {why}; the guest console ended with:\n{console}"
+    )]
+    VmDied { why: String, console: String },
+}
+
+/// A dead VM's last console lines may still be on their way to the log.
+const CONSOLE_SETTLE: Duration = Duration::from_millis(200);
+
+async fn died_error(why: String, vm_dir: &Path) -> ConnectError {
+    tokio::time::sleep(CONSOLE_SETTLE).await;
+    ConnectError::VmDied {
+        why,
+        console: crate::console::tail(vm_dir, CONSOLE_TAIL_LINES),
+    }
 }
 
 const CONSOLE_TAIL_LINES: usize = 20;
@@ -68,23 +83,28 @@ impl AgentClient {
     ) -> Result<Self, ConnectError> {
         let start = Instant::now();
         let mut vm_died = died.clone();
-        tokio::select! {
+        let dead_at_boot = tokio::select! {
             r = tokio::time::timeout(deadline, wait_ready(ready.as_ref())) => if r.is_err() {
                 return Err(ConnectError::Timeout {
                     secs: deadline.as_secs(),
                     last: "the agent never announced that it was serving".into(),
                     console: crate::console::tail(vm_dir, CONSOLE_TAIL_LINES),
                 });
+            } else {
+                None
             },
             why = vm_died.wait_for(|d| d.is_some()) => {
-                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
-                return Err(ConnectError::VmDied(why));
+                Some(why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default())
             }
+        };
+        if let Some(why) = dead_at_boot {
+            return Err(died_error(why, vm_dir).await);
         }
         let mut last = String::from("not tried");
         loop {
-            if let Some(why) = died.borrow().clone() {
-                return Err(ConnectError::VmDied(why));
+            let dead = died.borrow().clone();
+            if let Some(why) = dead {
+                return Err(died_error(why, vm_dir).await);
             }
             if start.elapsed() > deadline {
                 return Err(ConnectError::Timeout {

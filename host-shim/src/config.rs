@@ -180,8 +180,69 @@ pub struct HullConfig {
     pub metrics: MetricsFormat,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub guest: GuestConfig,
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// What the guest boots from: the whole guest in `hypervisor.initrd`, or
+/// the minimal rootfs image mounted by a small initrd (see guest_root).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestRoot {
+    #[default]
+    Initrd,
+    Image,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    #[serde(default)]
+    pub root: GuestRoot,
+    /// The rootfs image (erofs and its dm-verity tree), built by hull-image;
+    /// its verity parameters are in `<image>.verity`.
+    #[serde(default = "default_image")]
+    pub image: PathBuf,
+    /// The small initrd that checks and mounts the image.
+    #[serde(default = "default_boot_initrd")]
+    pub boot_initrd: PathBuf,
+    /// How the image reaches the guest.
+    #[serde(default = "default_image_device")]
+    pub device: protocols::root_image::RootDevice,
+    /// dm-verity check of every block the guest reads against the root hash.
+    /// Off only for DAX on pmem (dm-verity cannot pass DAX through).
+    #[serde(default = "default_true")]
+    pub verity: bool,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig {
+            root: GuestRoot::default(),
+            image: default_image(),
+            boot_initrd: default_boot_initrd(),
+            device: default_image_device(),
+            verity: true,
+        }
+    }
+}
+
+fn default_image() -> PathBuf {
+    PathBuf::from("/usr/local/share/hull/rootfs.img")
+}
+
+fn default_boot_initrd() -> PathBuf {
+    PathBuf::from("/usr/local/share/hull/boot-initrd.img")
+}
+
+fn default_image_device() -> protocols::root_image::RootDevice {
+    protocols::root_image::RootDevice::Pmem
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// hull-cache: VMs booted ahead, each taken by one sandbox.
@@ -305,6 +366,14 @@ impl HullConfig {
         ];
         if let Some(firmware) = &self.hypervisor.firmware {
             files.push(("guest firmware", "hypervisor.firmware", firmware));
+        }
+        if self.guest.root == GuestRoot::Image {
+            files.push(("rootfs image", "guest.image", &self.guest.image));
+            files.push((
+                "boot initrd of the image",
+                "guest.boot_initrd",
+                &self.guest.boot_initrd,
+            ));
         }
         match self.vsock.transport {
             VsockTransportKind::Hybrid => files.push((

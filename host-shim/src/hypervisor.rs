@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use protocols::root_image::RootDevice;
+
 use crate::accel::Accel;
+use crate::guest_root::RootImageDisk;
 
 /// The 9p / virtio-fs tag of the shared directory.
 pub const SHARED_TAG: &str = "hullfs";
@@ -36,6 +39,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The rootfs image, for a guest booted from one.
+    pub root_disk: Option<RootImageDisk>,
     /// `-bios`: the firmware before the kernel; None: QEMU's default.
     pub firmware: Option<PathBuf>,
     pub cmdline: String,
@@ -89,6 +94,14 @@ impl Hypervisor for Qemu {
 
     fn args(&self, vm: &VmSpec) -> Vec<String> {
         let mem = format!("{}M", vm.memory_mib);
+        // virtio-pmem's memory sits in the hot-plug area above the RAM.
+        let mem_option = match &vm.root_disk {
+            Some(d) if d.device == RootDevice::Pmem => format!(
+                "{mem},slots=1,maxmem={}M",
+                vm.memory_mib as u64 + (d.size >> 20).div_ceil(1024) * 1024
+            ),
+            _ => mem.clone(),
+        };
         let cpu = if vm.accel == Accel::Kvm {
             "host"
         } else {
@@ -104,7 +117,7 @@ impl Hypervisor for Qemu {
             "-smp",
             &vm.vcpus.to_string(),
             "-m",
-            &mem,
+            &mem_option,
             // vhost-user devices need guest memory they can map: a shared memfd.
             "-object",
             &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
@@ -130,6 +143,9 @@ impl Hypervisor for Qemu {
         .collect();
         if let Some(firmware) = &vm.firmware {
             a.extend(["-bios".to_string(), firmware.display().to_string()]);
+        }
+        if let Some(disk) = &vm.root_disk {
+            a.extend(root_disk_args(disk));
         }
         a.extend(match &vm.vsock {
             VsockDevice::VhostUser { socket } => vec![
@@ -192,6 +208,30 @@ impl Hypervisor for Qemu {
     }
 }
 
+/// The rootfs image, read-only to the guest in both forms: on pmem the
+/// file is mapped shared (one copy in the host's page cache for every VM)
+/// and read-only, so no guest can change it for the others.
+fn root_disk_args(disk: &RootImageDisk) -> Vec<String> {
+    let path = disk.path.display();
+    match disk.device {
+        RootDevice::Pmem => vec![
+            "-object".into(),
+            format!(
+                "memory-backend-file,id=rootimg,mem-path={path},size={},share=on,readonly=on",
+                disk.size
+            ),
+            "-device".into(),
+            "virtio-pmem-pci,memdev=rootimg".into(),
+        ],
+        RootDevice::Blk => vec![
+            "-drive".into(),
+            format!("file={path},if=none,id=rootimg,format=raw,readonly=on"),
+            "-device".into(),
+            "virtio-blk-pci,drive=rootimg".into(),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +244,7 @@ mod tests {
             memory_mib: 256,
             kernel: "/k".into(),
             initrd: "/i".into(),
+            root_disk: None,
             firmware: Some("/fw".into()),
             cmdline: "console=ttyS0".into(),
             console: "/c".into(),
@@ -272,5 +313,33 @@ mod tests {
             after(&a, "-device", "virtio-net"),
             Some("virtio-net-pci,netdev=net0,mac=0a:58:0a:f1:00:02")
         );
+    }
+
+    #[test]
+    fn a_rootfs_image_reaches_the_guest_read_only() {
+        let q = Qemu { path: "/q".into() };
+        let mut vm = spec(
+            VsockDevice::Kernel { cid: 42 },
+            SharedDevice::NineP { dir: "/d".into() },
+        );
+        vm.root_disk = Some(RootImageDisk {
+            path: "/img".into(),
+            size: 72 << 20,
+            device: RootDevice::Pmem,
+        });
+        let a = q.args(&vm);
+        assert_eq!(after(&a, "-m", "M"), Some("256M,slots=1,maxmem=1280M"));
+        assert_eq!(
+            after(&a, "-object", "rootimg"),
+            Some("memory-backend-file,id=rootimg,mem-path=/img,size=75497472,share=on,readonly=on")
+        );
+        assert_eq!(
+            after(&a, "-device", "pmem"),
+            Some("virtio-pmem-pci,memdev=rootimg")
+        );
+        vm.root_disk.as_mut().unwrap().device = RootDevice::Blk;
+        let a = q.args(&vm);
+        assert_eq!(after(&a, "-m", "M"), Some("256M"));
+        assert!(after(&a, "-drive", "readonly=on").is_some());
     }
 }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod errors;
 pub mod events;
 pub mod guest_log;
+pub mod guest_root;
 pub mod helper_limits;
 pub mod host_dir;
 pub mod hypervisor;

@@ -16,10 +16,12 @@ macro_rules! generated {
 }
 generated!(agent, agent_ttrpc, health, health_ttrpc, oci, types);
 
+pub mod modules_dep;
 #[cfg(feature = "netlink")]
 pub mod netlink;
 pub mod process;
 pub mod resources;
+pub mod root_image;
 pub mod spec;
 pub mod stream;
 

@@ -1,7 +1,8 @@
 //! `hull-check`: can this host run Hull? Loads the configuration, reports
 //! the accelerator Hull would choose and why, every file the
-//! configuration needs, and whether hull-cache runs and how full its pool
-//! is. Exits 1, naming each problem, if Hull cannot run (a cache that does
+//! configuration needs, the rootfs image checked against its root hash
+//! (when the guest boots one), and whether hull-cache runs and how full its
+//! pool is. Exits 1, naming each problem, if Hull cannot run (a cache that does
 //! not run is no such problem: sandboxes then boot their own VMs).
 //!
 //! usage: hull-check [CONFIG]   (default: HULL_CONFIG, else /etc/hull/configuration.toml)
@@ -9,7 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use hull_shim::accel;
-use hull_shim::config::HullConfig;
+use hull_shim::config::{GuestRoot, HullConfig};
+use hull_shim::guest_root;
 
 fn main() {
     let path = std::env::args()
@@ -50,8 +52,42 @@ fn check(config: &Path, modules: &Path, dev_kvm: &Path) -> Vec<String> {
             ));
         }
     }
+    if cfg.guest.root == GuestRoot::Image && cfg.guest.image.exists() {
+        match image_report(&cfg) {
+            Ok(line) => println!("{line}"),
+            Err(problem) => problems.push(problem),
+        }
+    }
     println!("{}", cache_report(&cfg));
     problems
+}
+
+/// The rootfs image against its `.verity` file: the root hash the guest
+/// will be given must be the data's, and the stored tree the data's tree.
+fn image_report(cfg: &HullConfig) -> Result<String, String> {
+    let image = &cfg.guest.image;
+    let rebuild = "rebuild it: make image install, or hull-image";
+    guest_root::guest_boot(cfg).map_err(|e| format!("{e}; {rebuild}"))?;
+    if !cfg.guest.verity {
+        return Ok(format!(
+            "rootfs image: {} (guest.verity = false: not checked, mounted with DAX)",
+            image.display()
+        ));
+    }
+    let verity = guest_root::read_verity(image).map_err(|e| e.to_string())?;
+    match hull_image::verity::verify(image, &verity) {
+        Ok(Ok(())) => Ok(format!(
+            "rootfs image: {} verified ({} blocks, root hash {})",
+            image.display(),
+            verity.data_blocks,
+            verity.root_hash
+        )),
+        Ok(Err(mismatch)) => Err(format!(
+            "rootfs image {}: {mismatch}; a guest would refuse it ({rebuild})",
+            image.display()
+        )),
+        Err(e) => Err(format!("rootfs image: {e}")),
+    }
 }
 
 /// hull-cache's state, in one line.
@@ -126,6 +162,35 @@ mod tests {
         assert!(
             problems[0].contains("/nonexistent/hull.toml"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_modified_image_is_a_problem_naming_the_root_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("rootfs.img");
+        let data = vec![3u8; 2 * 4096];
+        let (tree, root) = hull_image::verity::hash_tree(&data, &[0xff]);
+        std::fs::write(&image, [data, tree].concat()).unwrap();
+        let verity =
+            format!(r#"{{"data_blocks":2,"hash_start_block":2,"root_hash":"{root}","salt":"ff"}}"#);
+        std::fs::write(dir.path().join("rootfs.img.verity"), verity).unwrap();
+        let sample = include_str!("../../config/configuration.toml")
+            .replace("root = \"initrd\"", "root = \"image\"")
+            .replace(
+                "/usr/local/share/hull/rootfs.img",
+                &image.display().to_string(),
+            );
+        let cfg = HullConfig::parse(&sample, Path::new("c.toml")).unwrap();
+        let line = image_report(&cfg).unwrap();
+        assert!(line.contains("verified") && line.contains(&root), "{line}");
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&image, bytes).unwrap();
+        let problem = image_report(&cfg).unwrap_err();
+        assert!(
+            problem.contains("does not hash to the root hash"),
+            "{problem}"
         );
     }
 }

@@ -86,8 +86,12 @@ pub struct PoolStatus {
 /// its shape (after its annotations) is the one the VM was booted with.
 pub fn shape(cfg: &HullConfig) -> String {
     let h = &cfg.hypervisor;
+    let verity = crate::guest_root::verity_path(&cfg.guest.image);
     let mut files = vec![&h.path, &h.kernel, &h.initrd];
     files.extend(h.firmware.as_ref());
+    if cfg.guest.root == crate::config::GuestRoot::Image {
+        files.extend([&cfg.guest.image, &cfg.guest.boot_initrd, &verity]);
+    }
     files.push(&cfg.shared_fs.virtiofsd);
     files.push(&cfg.vsock.vhost_device_vsock);
     let versions: Vec<(u64, i64, i64)> = files.iter().map(|f| file_version(f)).collect();
@@ -95,6 +99,7 @@ pub fn shape(cfg: &HullConfig) -> String {
         &cfg.hypervisor,
         &cfg.shared_fs,
         &cfg.vsock,
+        &cfg.guest,
         &cfg.log_level,
         HOTPLUG_SLOTS,
         versions,
@@ -127,7 +132,15 @@ pub fn describe_shape(cfg: &HullConfig) -> String {
     } else {
         format!(", kernel_params {:?}", h.kernel_params)
     };
-    format!("{} vCPU, {} MiB, {fs}{params}", h.vcpus, h.memory_mib)
+    let root = match cfg.guest.root {
+        crate::config::GuestRoot::Initrd => String::new(),
+        crate::config::GuestRoot::Image => format!(
+            ", rootfs image on {}{}",
+            cfg.guest.device.name(),
+            if cfg.guest.verity { " with verity" } else { "" }
+        ),
+    };
+    format!("{} vCPU, {} MiB, {fs}{root}{params}", h.vcpus, h.memory_mib)
 }
 
 /// hull-cache's command line; its exit code.

@@ -35,6 +35,8 @@ pub enum VmError {
     Accel(#[from] accel::AccelError),
     #[error(transparent)]
     HelperLimits(#[from] HelperLimitsError),
+    #[error(transparent)]
+    GuestRoot(#[from] crate::guest_root::GuestRootError),
     #[error("start {helper} ({path}): {source}")]
     Spawn {
         helper: &'static str,
@@ -420,13 +422,14 @@ impl Vm {
         let hypervisor = Qemu {
             path: cfg.hypervisor.path.clone(),
         };
+        let boot = crate::guest_root::guest_boot(cfg)?;
         let mut spec = vm_spec(
             cfg,
+            &boot,
             &vm.paths,
             vm.accel.accel,
             sandbox_id,
-            vsock_device,
-            shared_device,
+            (vsock_device, shared_device),
         );
         if hotplug_slots > 0 {
             spec.qmp = Some(vm.paths.qmp.clone());
@@ -638,17 +641,19 @@ const HELPER_SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// The VM the configuration describes, with the devices already prepared.
 fn vm_spec(
     cfg: &HullConfig,
+    boot: &crate::guest_root::GuestBoot,
     p: &VmPaths,
     accel: accel::Accel,
     sandbox_id: &str,
-    vsock: VsockDevice,
-    shared: SharedDevice,
+    (vsock, shared): (VsockDevice, SharedDevice),
 ) -> VmSpec {
     let h = &cfg.hypervisor;
     let mut cmdline = format!("{BASE_KERNEL_PARAMS} hull.log={}", cfg.log_level);
-    if !h.kernel_params.is_empty() {
-        cmdline.push(' ');
-        cmdline.push_str(&h.kernel_params);
+    for params in [&boot.kernel_params, &h.kernel_params] {
+        if !params.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(params);
+        }
     }
     VmSpec {
         name: format!("hull-{sandbox_id}"),
@@ -656,7 +661,8 @@ fn vm_spec(
         vcpus: h.vcpus,
         memory_mib: h.memory_mib,
         kernel: h.kernel.clone(),
-        initrd: h.initrd.clone(),
+        initrd: boot.initrd.clone(),
+        root_disk: boot.disk.clone(),
         firmware: h.firmware.clone(),
         cmdline,
         console: p.console.clone(),
@@ -723,7 +729,8 @@ mod tests {
         let shared = SharedDevice::NineP {
             dir: p.shared.clone(),
         };
-        let spec = vm_spec(&cfg, &p, accel::Accel::Tcg, "sb", vsock, shared);
+        let boot = crate::guest_root::guest_boot(&cfg).unwrap();
+        let spec = vm_spec(&cfg, &boot, &p, accel::Accel::Tcg, "sb", (vsock, shared));
         assert_eq!(
             (spec.name.as_str(), spec.memory_mib, spec.vcpus),
             ("hull-sb", 512, 1)

@@ -8,6 +8,7 @@ mod cri;
 mod deploy;
 mod failure;
 mod hostile;
+mod image;
 mod inside;
 mod network;
 mod run;
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use self::{
-    agent::*, cache::*, config::*, cri::*, deploy::*, failure::*, hostile::*, inside::*,
+    agent::*, cache::*, config::*, cri::*, deploy::*, failure::*, hostile::*, image::*, inside::*,
     network::*, run::*, soak::*,
 };
 use crate::env::{run, Env, CMD_TIMEOUT};
@@ -42,6 +43,21 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         "cache_pods_behave_as_booted_ones",
         cache_pods_behave_as_booted_ones,
         Scope::Every,
+    ),
+    (
+        "image_core_cases_run_as_on_the_initrd",
+        image_core_cases_run_as_on_the_initrd,
+        Scope::First,
+    ),
+    (
+        "image_loads_modules_on_demand",
+        image_loads_modules_on_demand,
+        Scope::First,
+    ),
+    (
+        "image_modified_does_not_boot",
+        image_modified_does_not_boot,
+        Scope::First,
     ),
     (
         "cache_replaces_a_killed_vm_and_refills",
