@@ -101,6 +101,7 @@ fuzz-smoke:
 
 bench: install bench-jail
 	bash scripts/bench.sh
+	bash scripts/guest-root-bench.sh
 	bash scripts/boot-timeline.sh
 
 # Where a guest boot's time goes: the agent's steps over BOOT_RUNS quiet
