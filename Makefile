@@ -17,11 +17,13 @@ build:
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" $(CARGO) build --release -p hull-agent --target $(TARGET)
 
-# The guest: vmlinux, the initrd, and the minimal rootfs image (erofs with
-# its dm-verity tree) with its small boot initrd. The debug initrd adds a
-# shell (static busybox) for hull.debug_console=on.
+# The guest: vmlinux, the initrd, the minimal rootfs image (erofs with its
+# dm-verity tree) with its small boot initrd, and the distro rootfs image
+# (Debian by mmdebstrap, systemd starting the agent; the bootstrap is kept
+# in build/guest/distro-base.tar). The debug initrd adds a shell (static
+# busybox) for hull.debug_console=on.
 image: agent build
-	target/release/hull-image --agent $(AGENT) --out $(GUEST)
+	target/release/hull-image --agent $(AGENT) --out $(GUEST) --distro
 	target/release/hull-image --agent $(AGENT) --out $(GUEST)-debug --debug-shell /bin/busybox --initrd-only
 
 install: image

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Each guest flavour side by side: the initrd, and the minimal rootfs image
-# on pmem with dm-verity, on pmem with DAX (unchecked) and on blk with
-# dm-verity. For each: `ctr run --rm true` (median of RUNS, VMs booted, not
+# Each guest flavour side by side: the initrd; the minimal rootfs image on
+# pmem with dm-verity, on pmem with DAX (unchecked) and on blk with
+# dm-verity; the distro image (systemd) on pmem with dm-verity. For each: `ctr run --rm true` (median of RUNS, VMs booted, not
 # from hull-cache), then PODS idle `sleep` containers held IDLE_SECONDS, and
 # the host PSS per pod of QEMU, the two helpers and the shim, with the
 # guest's own view of its used memory (MemTotal - MemAvailable).
@@ -28,6 +28,7 @@ flavours=(
   "image, pmem, verity|s/^root = .*/root = \"image\"/;s/^device = .*/device = \"pmem\"/;s/^verity = .*/verity = true/"
   "image, pmem, DAX|s/^root = .*/root = \"image\"/;s/^device = .*/device = \"pmem\"/;s/^verity = .*/verity = false/"
   "image, blk, verity|s/^root = .*/root = \"image\"/;s/^device = .*/device = \"blk\"/;s/^verity = .*/verity = true/"
+  "distro, pmem, verity|s/^root = .*/root = \"image\"/;s/^device = .*/device = \"pmem\"/;s/^verity = .*/verity = true/;s#^image = .*#image = \"/usr/local/share/hull/rootfs-distro.img\"#"
 )
 
 pss_kb() { # pid... -> summed PSS

@@ -14,7 +14,8 @@ install -D -m 644 build/guest-debug/initrd.img /usr/local/share/hull/initrd-debu
 install -D -m 644 build/guest/boot-initrd.img /usr/local/share/hull/boot-initrd.img
 # Running VMs map the rootfs image: it is replaced by a rename, never
 # rewritten in place (a VM would see its pages change under it).
-for f in rootfs.img rootfs.img.verity; do
+for f in rootfs.img rootfs.img.verity rootfs-distro.img rootfs-distro.img.verity rootfs-distro.manifest; do
+  [ -f "build/guest/$f" ] || continue
   install -m 644 "build/guest/$f" "/usr/local/share/hull/.$f.new"
   mv -f "/usr/local/share/hull/.$f.new" "/usr/local/share/hull/$f"
 done

@@ -1,13 +1,13 @@
 //! Agent configuration: the kernel command line (`hull.*` options) when the
-//! agent is PID 1; a TOML file (`--config`, for an agent that is a service in
-//! a guest rootfs image) and command-line flags otherwise. Later sources
+//! agent is PID 1 or a service of the guest's init (`--guest-service`, in a
+//! distro rootfs image); a TOML file (`--config`) and command-line flags. Later sources
 //! override earlier ones: file, then kernel command line, then flags.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown option {0:?} (expected --config FILE, --unix-dir DIR, --log-level LEVEL, --copy-dir DIR)")]
+    #[error("unknown option {0:?} (expected --config FILE, --unix-dir DIR, --log-level LEVEL, --copy-dir DIR, --guest-service)")]
     UnknownFlag(String),
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
@@ -31,6 +31,9 @@ pub enum Endpoint {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub is_pid1: bool,
+    /// The agent serves a VM's host: as PID 1, or as a service of the
+    /// guest's own init (`--guest-service`). Not when run on a host.
+    pub in_guest: bool,
     pub log_level: slog::Level,
     pub endpoint: Endpoint,
     pub debug_console: bool,
@@ -59,6 +62,9 @@ struct FileConfig {
     debug_console: Option<bool>,
 }
 
+/// The flag of an agent that is a service of the guest's init.
+pub const GUEST_SERVICE_FLAG: &str = "--guest-service";
+
 /// CopyFile's directory in a VM.
 pub const GUEST_COPY_DIR: &str = "/run/hull/shared";
 
@@ -72,8 +78,10 @@ fn parse_level(v: &str) -> Result<slog::Level, ConfigError> {
 impl AgentConfig {
     pub fn load(args: &[String]) -> Result<Self, ConfigError> {
         let is_pid1 = std::process::id() == 1;
+        let in_guest = is_pid1 || args.iter().any(|a| a == GUEST_SERVICE_FLAG);
         let mut cfg = AgentConfig {
             is_pid1,
+            in_guest,
             log_level: slog::Level::Info,
             endpoint: Endpoint::Vsock {
                 agent_port: protocols::AGENT_PORT,
@@ -88,7 +96,7 @@ impl AgentConfig {
         if let Some(path) = config_file_arg(args)? {
             cfg.apply_file(path)?;
         }
-        if is_pid1 {
+        if in_guest {
             let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(ConfigError::Cmdline)?;
             cfg.apply_cmdline(&cmdline)?;
         }
@@ -197,6 +205,7 @@ impl AgentConfig {
                 "--config" => {
                     it.next();
                 }
+                GUEST_SERVICE_FLAG => {}
                 "--log-level" => {
                     self.log_level =
                         parse_level(it.next().ok_or(ConfigError::MissingValue("--log-level"))?)?
@@ -226,6 +235,7 @@ mod tests {
     fn base() -> AgentConfig {
         AgentConfig {
             is_pid1: true,
+            in_guest: true,
             log_level: slog::Level::Info,
             endpoint: Endpoint::Vsock {
                 agent_port: 1024,

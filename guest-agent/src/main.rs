@@ -103,6 +103,15 @@ fn agent_main(cfg: config::AgentConfig) -> i32 {
             return 1;
         }
         boot_steps::mark("modules");
+    } else if cfg.in_guest {
+        // The guest's init mounted the base filesystems; the image's list
+        // still names what the agent needs (vsock first).
+        if let Err(e) = modules::load_from_image(&log) {
+            slog::crit!(log, "cannot load the agent's modules"; "error" => %e);
+            return 1;
+        }
+    }
+    if cfg.in_guest {
         // The vsock driver is loaded now.
         if let Err(e) = host_log.serve() {
             slog::warn!(log, "agent logs stay on the console: cannot serve the log port"; "error" => %e);

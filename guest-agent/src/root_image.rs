@@ -2,8 +2,9 @@
 //! line). The agent starts as `/init` of the small boot initrd: it loads the
 //! device's modules, checks the image with dm-verity (`hull.verity=`, the
 //! root hash the host gave), mounts its erofs read-only, empties the
-//! initramfs (its memory is freed) and execs the image's own agent as PID 1
-//! on the image root. With `hull.verity=off` on pmem, erofs is mounted with
+//! initramfs (its memory is freed) and execs the image's `/sbin/init` as
+//! PID 1 on the image root: the image's own agent (the minimal image), or
+//! systemd, which starts the agent as a service (the distro image). With `hull.verity=off` on pmem, erofs is mounted with
 //! DAX: the guest runs the image's pages straight from the host's page
 //! cache, with no copy in guest memory.
 
@@ -68,7 +69,7 @@ pub fn requested(cmdline: &str) -> Option<Result<RootImage, ImageBootError>> {
 const NEW_ROOT: &str = "/.hull-image";
 const DM_NAME: &str = "hull-root";
 const VERIFIED_NODE: &str = "/dev/hull-root";
-const IMAGE_AGENT: &str = "/usr/bin/hull-agent";
+const IMAGE_INIT: &str = "/sbin/init";
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
 
 fn device_node(device: RootDevice) -> &'static str {
@@ -103,7 +104,7 @@ fn nix_io(op: &'static str, path: &str) -> impl FnOnce(nix::Error) -> ImageBootE
     move |e| f(e.into())
 }
 
-/// Mounts the image and execs its agent; returns only on failure.
+/// Mounts the image and execs its init; returns only on failure.
 pub fn boot(image: &RootImage, args: &[String]) -> ImageBootError {
     match mount_image(image).and_then(|()| switch_and_exec(args)) {
         Ok(never) => match never {},
@@ -181,7 +182,7 @@ fn wait_for(node: &'static str) -> Result<(), ImageBootError> {
     Ok(())
 }
 
-/// Empties the initramfs, makes the image `/` and execs its agent.
+/// Empties the initramfs, makes the image `/` and execs its init.
 fn switch_and_exec(args: &[String]) -> Result<std::convert::Infallible, ImageBootError> {
     let root_dev = std::fs::metadata("/").map_err(io("stat", "/"))?.dev();
     remove_initramfs(Path::new("/"), root_dev);
@@ -193,14 +194,14 @@ fn switch_and_exec(args: &[String]) -> Result<std::convert::Infallible, ImageBoo
         .map_err(nix_io("move to /", NEW_ROOT))?;
     nix::unistd::chroot(".").map_err(nix_io("chroot", NEW_ROOT))?;
     nix::unistd::chdir("/").map_err(nix_io("chdir", "/"))?;
-    let argv: Vec<CString> = std::iter::once(IMAGE_AGENT.to_string())
+    let argv: Vec<CString> = std::iter::once(IMAGE_INIT.to_string())
         .chain(args.iter().skip(1).cloned())
         .filter_map(|a| CString::new(a).ok())
         .collect();
-    let program = CString::new(IMAGE_AGENT).map_err(|e| io("exec", IMAGE_AGENT)(e.into()))?;
+    let program = CString::new(IMAGE_INIT).map_err(|e| io("exec", IMAGE_INIT)(e.into()))?;
     match nix::unistd::execv(&program, &argv) {
         Ok(never) => match never {},
-        Err(e) => Err(nix_io("exec", IMAGE_AGENT)(e)),
+        Err(e) => Err(nix_io("exec", IMAGE_INIT)(e)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Output depends only on the inputs: two builds are byte-identical.
 
 pub mod cpio;
+pub mod distro;
 pub mod kernel;
 pub mod modules;
 pub mod rootfs;

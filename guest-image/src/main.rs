@@ -3,8 +3,13 @@
 //! dm-verity tree appended, parameters in `rootfs.img.verity`) with
 //! `boot-initrd.img`, the small initrd that checks and mounts it.
 //!
+//! `--distro` adds the distro rootfs image `rootfs-distro.img` (Debian by
+//! mmdebstrap, systemd starting the agent as a service; its `.verity`, and
+//! `rootfs-distro.manifest`, the package versions in it). The bootstrap is
+//! kept in `DIR/distro-base.tar`; delete it to take newer packages.
+//!
 //! usage: hull-image --agent PATH --out DIR [--kernel-version VERSION]
-//!                   [--debug-shell STATIC_BUSYBOX] [--initrd-only]
+//!                   [--debug-shell STATIC_BUSYBOX] [--initrd-only] [--distro]
 //!
 //! `--debug-shell` adds a static busybox as `/bin/sh`, for the agent's
 //! debug console (`hull.debug_console=on`); production images carry no shell.
@@ -14,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::collections::HashSet;
 
 use hull_image::cpio::{Archive, Entry};
+use hull_image::distro;
 use hull_image::kernel;
 use hull_image::modules::{
     aliases_for, module_name, ModulesDep, BOOT_REQUIRED, INITRD_EXTRA, REQUIRED, ROOTFS_PREFIXES,
 };
-use hull_image::rootfs::Tree;
+use hull_image::rootfs::{Owners, Tree};
 use hull_image::verity;
 use protocols::root_image::{Verity, VERITY_SUFFIX};
 
@@ -28,6 +34,7 @@ struct Args {
     kernel_version: Option<String>,
     debug_shell: Option<PathBuf>,
     initrd_only: bool,
+    distro: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
     let mut kernel_version = None;
     let mut debug_shell = None;
     let mut initrd_only = false;
+    let mut distro = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -45,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
             "--kernel-version" => kernel_version = Some(value()?),
             "--debug-shell" => debug_shell = Some(PathBuf::from(value()?)),
             "--initrd-only" => initrd_only = true,
+            "--distro" => distro = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -54,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         kernel_version,
         debug_shell,
         initrd_only,
+        distro,
     })
 }
 
@@ -117,7 +127,66 @@ fn build(args: &Args) -> Result<(), String> {
         verity.root_hash,
         args.out.join("rootfs.img").display()
     );
+    if args.distro {
+        let (packages, verity) = write_distro(&k, &agent, &args.out)?;
+        println!(
+            "hull-image: distro rootfs image, {packages} packages, root hash {} -> {}",
+            verity.root_hash,
+            args.out.join("rootfs-distro.img").display()
+        );
+    }
     Ok(())
+}
+
+/// The Debian release the distro image is built from: the host's own.
+const DISTRO_SUITE: &str = "bookworm";
+
+/// The distro rootfs image, its `.verity` and its package manifest; how
+/// many packages it holds.
+fn write_distro(k: &Kernel, agent: &[u8], out: &Path) -> Result<(usize, Verity), String> {
+    let e = |e: distro::DistroError| e.to_string();
+    let base = out.join("distro-base.tar");
+    if !base.exists() {
+        let tmp = out.join("distro-base.tar.tmp");
+        distro::bootstrap(DISTRO_SUITE, &tmp).map_err(e)?;
+        std::fs::rename(&tmp, &base).map_err(|e| format!("{}: {e}", base.display()))?;
+    }
+    let stage = out.join("distro.stage");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    }
+    let tree = Tree::new(&stage).map_err(|e| e.to_string())?;
+    distro::unpack(&base, &stage).map_err(e)?;
+    distro::customize(&tree, agent).map_err(e)?;
+    let (_, list) = module_groups(k, REQUIRED)?;
+    tree.file("etc/hull/modules", list.as_bytes(), 0o644)
+        .map_err(|e| e.to_string())?;
+    stage_module_tree(k, &tree)?;
+    let dir = format!("lib/modules/{}", k.version);
+    for name in ["modules.order", "modules.builtin.modinfo"] {
+        tree.file(
+            &format!("{dir}/{name}"),
+            &read(&k.moddir.join(name))?,
+            0o644,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    distro::depmod(&stage, &k.version).map_err(e)?;
+    let manifest = distro::manifest(&stage).map_err(e)?;
+    let image = out.join("rootfs-distro.img");
+    let tmp = out.join("rootfs-distro.img.tmp");
+    tree.make_erofs(&tmp, Owners::AsStaged)
+        .map_err(|e| e.to_string())?;
+    let verity = verity::append_hash_tree(&tmp).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &image).map_err(|e| format!("{}: {e}", image.display()))?;
+    std::fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    let json = serde_json::to_vec_pretty(&verity).map_err(|e| e.to_string())?;
+    write_if_changed(
+        &out.join(format!("rootfs-distro.img.{VERITY_SUFFIX}")),
+        &json,
+    )?;
+    write_if_changed(&out.join("rootfs-distro.manifest"), manifest.as_bytes())?;
+    Ok((manifest.lines().count(), verity))
 }
 
 /// The modules of `groups` (each complete with its dependencies, each file
@@ -198,7 +267,8 @@ fn write_rootfs(k: &Kernel, agent: &[u8], out: &Path) -> Result<(usize, Verity),
         .map_err(|e| e.to_string())?;
     let modules = stage_module_tree(k, &tree)?;
     let tmp = out.join("rootfs.img.tmp");
-    tree.make_erofs(&tmp).map_err(|e| e.to_string())?;
+    tree.make_erofs(&tmp, Owners::Normalized)
+        .map_err(|e| e.to_string())?;
     let verity = verity::append_hash_tree(&tmp).map_err(|e| e.to_string())?;
     let image = std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::remove_file(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;

@@ -19,6 +19,13 @@ pub enum RootfsError {
     Mkfs(String),
 }
 
+/// Whose owners and modes the image keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    Normalized,
+    AsStaged,
+}
+
 /// A directory tree being staged for the image.
 pub struct Tree {
     root: PathBuf,
@@ -61,6 +68,22 @@ impl Tree {
             .map_err(stage_err(&path))
     }
 
+    /// A symlink where there may be a file or link already (a unit masked
+    /// or a target changed in a bootstrapped root).
+    pub fn replace_symlink(&self, rel: &str, target: &str) -> Result<(), RootfsError> {
+        let path = self.parent(rel)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(stage_err(&path)(e)),
+        }
+        self.symlink(rel, target)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn symlink(&self, rel: &str, target: &str) -> Result<(), RootfsError> {
         let path = self.parent(rel)?;
         std::os::unix::fs::symlink(target, &path).map_err(stage_err(&path))
@@ -81,11 +104,17 @@ impl Tree {
     }
 
     /// Writes the erofs image of the tree to `out`: uncompressed (so the
-    /// guest may map it with DAX), owner root, timestamps 0, no xattrs.
-    pub fn make_erofs(&self, out: &Path) -> Result<(), RootfsError> {
-        Self::fix_dir_modes(&self.root)?;
+    /// guest may map it with DAX), timestamps 0, no xattrs. `Normalized`:
+    /// owner root and directories 0755; `AsStaged`: a bootstrapped root's
+    /// own owners and modes.
+    pub fn make_erofs(&self, out: &Path, owners: Owners) -> Result<(), RootfsError> {
+        let mut args = vec!["--quiet", "-T0", "-x-1"];
+        if owners == Owners::Normalized {
+            Self::fix_dir_modes(&self.root)?;
+            args.push("--all-root");
+        }
         let output = Command::new("mkfs.erofs")
-            .args(["--quiet", "-T0", "--all-root", "-x-1"])
+            .args(args)
             .arg("-U00000000-0000-0000-0000-000000000000")
             .arg(out)
             .arg(&self.root)

@@ -66,7 +66,9 @@ pub struct Env {
     pub sock: PathBuf,
     pub config: PathBuf,
     pub state_dir: PathBuf,
-    good_config: String,
+    /// The configuration cases start from and go back to: the suite's,
+    /// or a variant a case runs other cases under (`with_base_config`).
+    good_config: std::sync::Mutex<String>,
 }
 
 /// Every command the suite starts is waited for with a deadline, so a hang
@@ -190,7 +192,7 @@ impl Env {
             dir,
             config,
             state_dir,
-            good_config,
+            good_config: std::sync::Mutex::new(good_config),
         };
         check(
             run(&mut env.containerd_script("start"))?,
@@ -311,11 +313,32 @@ impl Env {
     }
 
     pub fn restore_config(&self) -> Result<(), String> {
-        self.write_config(&self.good_config)
+        self.write_config(&self.good_config())
     }
 
-    pub fn good_config(&self) -> &str {
-        &self.good_config
+    pub fn good_config(&self) -> String {
+        self.good_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs `f` with `config` as the base configuration: cases that change
+    /// the configuration start from it and restore it; then the suite's
+    /// comes back.
+    pub fn with_base_config<T>(
+        &self,
+        config: &str,
+        f: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        let saved = std::mem::replace(
+            &mut *self.good_config.lock().unwrap_or_else(|e| e.into_inner()),
+            config.to_string(),
+        );
+        let result = self.write_config(config).and_then(|()| f());
+        *self.good_config.lock().unwrap_or_else(|e| e.into_inner()) = saved;
+        self.restore_config()?;
+        result
     }
 
     /// Processes whose command line mentions `needle`.

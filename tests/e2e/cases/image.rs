@@ -11,6 +11,7 @@ use super::*;
 use crate::env::{run, Env};
 
 const INSTALLED_IMAGE: &str = "/usr/local/share/hull/rootfs.img";
+const INSTALLED_DISTRO: &str = "/usr/local/share/hull/rootfs-distro.img";
 
 /// The suite's configuration with the guest booting `image` from `device`.
 fn image_config(env: &Env, image: &str, device: &str, verity: bool) -> String {
@@ -24,16 +25,14 @@ fn image_config(env: &Env, image: &str, device: &str, verity: bool) -> String {
         .replace("verity = true", &format!("verity = {verity}"))
 }
 
-/// Runs `f` with `config` in place, then puts the suite's back.
+/// Runs `f` with `config` as the suite's base configuration (cases that
+/// change the configuration go back to it), then puts the suite's back.
 fn with_config<T>(
     env: &Env,
     config: &str,
     f: impl FnOnce() -> Result<T, String>,
 ) -> Result<T, String> {
-    env.write_config(config)?;
-    let result = f();
-    env.restore_config()?;
-    result
+    env.with_base_config(config, f)
 }
 
 /// The guest's kernel command line, read by a container.
@@ -112,6 +111,69 @@ pub(super) fn image_core_cases_run_as_on_the_initrd(env: &Env) -> Result<(), Str
             Ok(())
         })?;
     }
+    env.check_no_leaks()
+}
+
+/// The distro image: systemd boots and starts hull-agent as a service; the
+/// core cases run; in the guest, `systemctl status hull-agent` says it is
+/// active, and GetGuestDetails says the agent is not the init daemon.
+pub(super) fn image_distro_runs_the_agent_under_systemd(env: &Env) -> Result<(), String> {
+    let config = image_config(env, INSTALLED_DISTRO, "pmem", true).replace(
+        "kernel_params = \"\"",
+        "kernel_params = \"hull.debug_console=on\"",
+    );
+    with_config(env, &config, || {
+        let cases: [(&str, Case); 6] = [
+            ("runs_in_its_own_vm", runs_in_its_own_vm),
+            (
+                "exec_joins_the_running_container",
+                exec_joins_the_running_container,
+            ),
+            (
+                "stdout_and_stderr_are_separate",
+                stdout_and_stderr_are_separate,
+            ),
+            (
+                "volumes_are_shared_read_only_where_asked",
+                volumes_are_shared_read_only_where_asked,
+            ),
+            ("cri_pod_runs_in_one_vm", cri_pod_runs_in_one_vm),
+            (
+                "pod_network_reaches_the_vm_both_ways",
+                pod_network_reaches_the_vm_both_ways,
+            ),
+        ];
+        for (name, case) in cases {
+            case(env).map_err(|e| format!("{name} on the distro image: {e}"))?;
+            env.check_no_leaks()?;
+            println!("    {name}: ok on the distro image");
+        }
+        let task = Detached::start(env, "distro", &["sleep", "1000"])?;
+        let out = super::hostile::guest_root(
+            env,
+            &task.id,
+            "systemctl status hull-agent --no-pager; echo init=$(cat /proc/1/comm)",
+        )?;
+        if !out.contains("Active: active (running)") || !out.contains("init=systemd") {
+            return Err(format!("systemctl status hull-agent: {out}"));
+        }
+        let sock = env.state_dir.join(&task.id).join("vsock.sock");
+        let o = run(Command::new("hull-agentctl")
+            .arg("--vm-socket")
+            .arg(&sock)
+            .arg("details"))?;
+        if !stdout(&o).contains("init_daemon: false") {
+            return Err(format!("GetGuestDetails: {}", stdout(&o)));
+        }
+        println!(
+            "    {}",
+            out.lines()
+                .find(|l| l.contains("Active:"))
+                .unwrap_or("")
+                .trim()
+        );
+        Ok(())
+    })?;
     env.check_no_leaks()
 }
 

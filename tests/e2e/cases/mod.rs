@@ -50,6 +50,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
         Scope::First,
     ),
     (
+        "image_distro_runs_the_agent_under_systemd",
+        image_distro_runs_the_agent_under_systemd,
+        Scope::First,
+    ),
+    (
         "image_loads_modules_on_demand",
         image_loads_modules_on_demand,
         Scope::First,
