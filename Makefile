@@ -3,6 +3,7 @@
 CARGO ?= cargo
 TARGET := x86_64-unknown-linux-gnu
 AGENT := target/$(TARGET)/release/hull-agent
+BOOT := target/$(TARGET)/release/hull-boot
 GUEST := build/guest
 
 .PHONY: all build agent image install setup demo cache test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
@@ -12,7 +13,8 @@ all: image build
 build:
 	$(CARGO) build --release -p containerd-shim-hull-v2 -p hull-image -p hull-tools
 
-# The agent is PID 1 of a bare initrd: statically linked. Naming --target
+# The agent is PID 1 of a bare initrd, hull-boot of an image's boot
+# initrd: both statically linked. Naming --target
 # keeps build scripts and proc macros out of the static flags.
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" $(CARGO) build --release -p hull-agent --target $(TARGET)
@@ -23,7 +25,7 @@ agent:
 # in build/guest/distro-base.tar). The debug initrd adds a shell (static
 # busybox) for hull.debug_console=on.
 image: agent build
-	target/release/hull-image --agent $(AGENT) --out $(GUEST) --distro
+	target/release/hull-image --agent $(AGENT) --boot $(BOOT) --out $(GUEST) --distro
 	target/release/hull-image --agent $(AGENT) --out $(GUEST)-debug --debug-shell /bin/busybox --initrd-only
 
 install: image

@@ -8,8 +8,11 @@
 //! `rootfs-distro.manifest`, the package versions in it). The bootstrap is
 //! kept in `DIR/distro-base.tar`; delete it to take newer packages.
 //!
-//! usage: hull-image --agent PATH --out DIR [--kernel-version VERSION]
+//! usage: hull-image --agent PATH --boot PATH --out DIR [--kernel-version VERSION]
 //!                   [--debug-shell STATIC_BUSYBOX] [--initrd-only] [--distro]
+//!
+//! `--boot` is `hull-boot`, the boot initrd's `/init` (not needed with
+//! `--initrd-only`).
 //!
 //! `--debug-shell` adds a static busybox as `/bin/sh`, for the agent's
 //! debug console (`hull.debug_console=on`); production images carry no shell.
@@ -28,8 +31,10 @@ use hull_image::rootfs::{Owners, Tree};
 use hull_image::verity;
 use protocols::root_image::{Verity, VERITY_SUFFIX};
 
+#[derive(Clone)]
 struct Args {
     agent: PathBuf,
+    boot: Option<PathBuf>,
     out: PathBuf,
     kernel_version: Option<String>,
     debug_shell: Option<PathBuf>,
@@ -39,6 +44,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut agent = None;
+    let mut boot = None;
     let mut out = None;
     let mut kernel_version = None;
     let mut debug_shell = None;
@@ -49,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--agent" => agent = Some(PathBuf::from(value()?)),
+            "--boot" => boot = Some(PathBuf::from(value()?)),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--kernel-version" => kernel_version = Some(value()?),
             "--debug-shell" => debug_shell = Some(PathBuf::from(value()?)),
@@ -59,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
     }
     Ok(Args {
         agent: agent.ok_or("--agent is required")?,
+        boot,
         out: out.ok_or("--out is required")?,
         kernel_version,
         debug_shell,
@@ -112,15 +120,24 @@ fn build(args: &Args) -> Result<(), String> {
     let agent = read(&args.agent)?;
     let groups: Vec<&str> = REQUIRED.iter().chain(INITRD_EXTRA).copied().collect();
     let modules = write_initrd(&k, &agent, args, &groups, "initrd.img")?;
+    let boot = match (&args.boot, args.initrd_only) {
+        (_, true) => None,
+        (Some(path), false) => Some(read(path)?),
+        (None, false) => return Err("--boot is required (hull-boot, the boot initrd's /init)".into()),
+    };
     println!(
         "hull-image: kernel {}, {modules} modules -> {}",
         k.version,
         args.out.join("initrd.img").display()
     );
-    if args.initrd_only {
+    let Some(boot) = boot else {
         return Ok(());
-    }
-    write_initrd(&k, &agent, args, BOOT_REQUIRED, "boot-initrd.img")?;
+    };
+    let no_shell = Args {
+        debug_shell: None,
+        ..args.clone()
+    };
+    write_initrd(&k, &boot, &no_shell, BOOT_REQUIRED, "boot-initrd.img")?;
     let (modules, verity) = write_rootfs(&k, &agent, &args.out)?;
     println!(
         "hull-image: rootfs image, {modules} modules, root hash {} -> {}",
@@ -206,18 +223,18 @@ fn module_groups(k: &Kernel, groups: &[&str]) -> Result<(Vec<String>, String), S
     Ok((files, list))
 }
 
-/// An initrd with the agent as `/init` and the modules of `groups`; how
-/// many modules it holds.
+/// An initrd with `init` (the agent, or hull-boot) as `/init` and the
+/// modules of `groups`; how many modules it holds.
 fn write_initrd(
     k: &Kernel,
-    agent: &[u8],
+    init: &[u8],
     args: &Args,
     groups: &[&str],
     name: &str,
 ) -> Result<usize, String> {
     let mut archive = Archive::default();
     let file = |mode, data| Entry::File { mode, data };
-    archive.add("init", file(0o755, agent.to_vec()));
+    archive.add("init", file(0o755, init.to_vec()));
     for (path, minor) in [("dev/console", 1), ("dev/null", 3)] {
         let (mode, major) = if minor == 1 { (0o600, 5) } else { (0o666, 1) };
         archive.add(path, Entry::CharDev { mode, major, minor });

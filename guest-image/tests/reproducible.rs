@@ -7,6 +7,8 @@ fn build(out: &std::path::Path, agent: &std::path::Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_hull-image"))
         .arg("--agent")
         .arg(agent)
+        .arg("--boot")
+        .arg(agent)
         .arg("--out")
         .arg(out)
         .status()
