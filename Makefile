@@ -6,7 +6,7 @@ AGENT := target/$(TARGET)/release/hull-agent
 BOOT := target/$(TARGET)/release/hull-boot
 GUEST := build/guest
 
-.PHONY: all build agent image install setup demo cache test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
+.PHONY: all build agent image install setup demo cache density test unit manifests rpc conformance e2e soak hostile-full boot-timeline bench bench-jail lint clean fuzz fuzz-smoke
 
 all: image build
 
@@ -106,7 +106,13 @@ fuzz-smoke:
 bench: install bench-jail
 	bash scripts/bench.sh
 	bash scripts/guest-root-bench.sh
+	bash scripts/density.sh
 	bash scripts/boot-timeline.sh
+
+# Idle pods (one VM each) until PODS (100) run or host memory runs low:
+# host memory per pod, PSS, idle CPU of all (make bench runs it too).
+density: install
+	bash scripts/density.sh
 
 # Where a guest boot's time goes: the agent's steps over BOOT_RUNS quiet
 # boots, the kernel's slowest initcalls from one verbose boot.

@@ -49,7 +49,8 @@ n=${#ids[@]}
 sleep "$settle"
 pids=()
 for id in "${ids[@]}"; do
-  pids+=($(pgrep -f -- "hull-$id|/$id/|-id $id" || true))
+  # QEMU (-name hull-ID), the helpers (paths .../ID/...), the shim (-id ID).
+  pids+=($(pgrep -f -- "(hull-|/|-id )$id([ /,]|\$)" || true))
 done
 ticks() { local t=0 p; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 pss=0

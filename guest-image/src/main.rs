@@ -123,7 +123,9 @@ fn build(args: &Args) -> Result<(), String> {
     let boot = match (&args.boot, args.initrd_only) {
         (_, true) => None,
         (Some(path), false) => Some(read(path)?),
-        (None, false) => return Err("--boot is required (hull-boot, the boot initrd's /init)".into()),
+        (None, false) => {
+            return Err("--boot is required (hull-boot, the boot initrd's /init)".into())
+        }
     };
     println!(
         "hull-image: kernel {}, {modules} modules -> {}",

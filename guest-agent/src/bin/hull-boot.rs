@@ -49,8 +49,9 @@ fn boot(args: &[String]) -> Box<dyn std::error::Error> {
         Err(e) => return format!("read /proc/cmdline: {e}").into(),
     };
     match root_image::requested(&cmdline) {
-        None => "no hull.root= on the kernel command line: this initrd only boots a rootfs image"
-            .into(),
+        None => {
+            "no hull.root= on the kernel command line: this initrd only boots a rootfs image".into()
+        }
         Some(Err(e)) => e.into(),
         Some(Ok(image)) => root_image::boot(&image, args).into(),
     }
