@@ -55,7 +55,7 @@ fn run(tool: &'static str, hint: &'static str, cmd: &mut Command) -> Result<Stri
 /// host's configured mirror.
 pub fn bootstrap(suite: &str, tarball: &Path) -> Result<(), DistroError> {
     let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--quiet", "--variant=minbase"])
+    cmd.args(["--quiet", "--variant=minbase", "--format=tar"])
         .arg(format!("--include={}", PACKAGES.join(",")))
         .arg(suite)
         .arg(tarball);

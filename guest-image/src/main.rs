@@ -166,7 +166,8 @@ fn write_distro(k: &Kernel, agent: &[u8], out: &Path) -> Result<(usize, Verity),
     let e = |e: distro::DistroError| e.to_string();
     let base = out.join("distro-base.tar");
     if !base.exists() {
-        let tmp = out.join("distro-base.tar.tmp");
+        // mmdebstrap picks its output format by the name's extension.
+        let tmp = out.join("distro-base.tmp.tar");
         distro::bootstrap(DISTRO_SUITE, &tmp).map_err(e)?;
         std::fs::rename(&tmp, &base).map_err(|e| format!("{}: {e}", base.display()))?;
     }
