@@ -489,19 +489,14 @@ impl Vm {
             format!("--socket={}", p.vhost_vsock.display()),
             format!("--uds-path={}", p.vsock.display()),
         ];
-        let name = "vhost-device-vsock";
-        let (child, pid) = spawn(
-            name,
+        let socket = p.vhost_vsock.clone();
+        self.start_socket_helper(
+            "vhost-device-vsock",
             &cfg.vsock.vhost_device_vsock,
             &args,
-            &p.helper_log(name),
-            &[],
-            &self.limits,
-        )?;
-        self.supervise(name, child, pid);
-        let socket = self.paths.vhost_vsock.clone();
-        self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
-            .await?;
+            &socket,
+        )
+        .await?;
         Ok(VsockDevice::VhostUser { socket })
     }
 
@@ -523,20 +518,31 @@ impl Vm {
             // helper_limits); it would fail to start.
             format!("--modcaps={}", modcaps(self.limits.dropped_capabilities())),
         ];
-        let name = "virtiofsd";
+        let socket = p.virtiofs.clone();
+        self.start_socket_helper("virtiofsd", &cfg.shared_fs.virtiofsd, &args, &socket)
+            .await?;
+        Ok(SharedDevice::VirtioFs { socket })
+    }
+
+    /// Starts helper `name` (supervised, under the helper limits) and waits
+    /// for it to create `socket`.
+    async fn start_socket_helper(
+        &mut self,
+        name: &'static str,
+        binary: &Path,
+        args: &[String],
+        socket: &Path,
+    ) -> Result<(), VmError> {
         let (child, pid) = spawn(
             name,
-            &cfg.shared_fs.virtiofsd,
-            &args,
-            &p.helper_log(name),
+            binary,
+            args,
+            &self.paths.helper_log(name),
             &[],
             &self.limits,
         )?;
         self.supervise(name, child, pid);
-        let socket = self.paths.virtiofs.clone();
-        self.wait_for_socket(name, &socket, HELPER_SOCKET_WAIT)
-            .await?;
-        Ok(SharedDevice::VirtioFs { socket })
+        self.wait_for_socket(name, socket, HELPER_SOCKET_WAIT).await
     }
 
     /// Starts copying the agent's log into the shim's log (once the agent
