@@ -7,7 +7,7 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64 containerd runc crun busybox-static
   cpio kmod iproute2 libseccomp-dev libcap-ng-dev pkg-config
   containernetworking-plugins protobuf-compiler python3 e2fsprogs util-linux
-  erofs-utils cryptsetup-bin nftables
+  erofs-utils cryptsetup-bin nftables mmdebstrap
 )
 
 missing=()
