@@ -50,7 +50,7 @@ stop)
   fi
   rm -f "$run/hull-cache.pid"
   ;;
-restart) "$0" stop; "$0" start ;;
+restart) bash "$0" stop; bash "$0" start ;;
 status) "$bin" status ;;
 wait-full)
   # Until the pool is full (the demo and benchmarks start with it full).

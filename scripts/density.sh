@@ -48,9 +48,9 @@ start_secs=$(( $(date +%s) - t0 ))
 n=${#ids[@]}
 sleep "$settle"
 pids=()
+state_dir=$(sed -n 's/^state_dir = "\(.*\)"/\1/p' "$config")
 for id in "${ids[@]}"; do
-  # QEMU (-name hull-ID), the helpers (paths .../ID/...), the shim (-id ID).
-  pids+=($(pgrep -f -- "(hull-|/|-id )$id([ /,]|\$)" || true))
+  pids+=($(pod_pids "$id" "$state_dir"))
 done
 ticks() { local t=0 p; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 pss=0

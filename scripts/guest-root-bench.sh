@@ -37,6 +37,15 @@ pss_kb() { # pid... -> summed PSS
   echo "$t"
 }
 pids_of() { pgrep -f -- "$1" || true; }
+# QEMU's PSS split by mapping, kB: "guest-RAM TCG-code rest". Guest RAM is
+# the memfd backend; TCG's translated code is its one writable and
+# executable anonymous mapping; the rest is QEMU's heap, its threads, its
+# binaries and the kernel and initrd files it keeps mapped.
+qemu_split_kb() { # pid
+  awk '/^[0-9a-f]+-[0-9a-f]+ / {k = ($6 ~ /memfd:memory-backend/) ? "g" : ($2 ~ /^rwx/ && $6 == "") ? "t" : "o"}
+       $1 == "Pss:" {s[k] += $2}
+       END {printf "%d %d %d\n", s["g"], s["t"], s["o"]}' "/proc/$1/smaps" 2>/dev/null || echo "0 0 0"
+}
 
 measure() { # name sed-expr
   local name=$1 cfg="$work/guest-$RANDOM.toml"
@@ -54,9 +63,12 @@ measure() { # name sed-expr
     ctr --address "$sock" -n "$ns" run -d "${opts[@]}" "$image" "gb-idle-$$-$i" sleep 100000 >/dev/null
   done
   sleep "$idle"
-  local qemu=0 helpers=0 shim=0 guest=0 id
+  local qemu=0 helpers=0 shim=0 guest=0 ram=0 tcg=0 other=0 id q g t o
   for id in "${ids[@]}"; do
-    qemu=$((qemu + $(pss_kb $(pids_of "qemu-system.*hull-$id"))))
+    q=$(pids_of "qemu-system.*hull-$id ")
+    qemu=$((qemu + $(pss_kb $q)))
+    read -r g t o < <(qemu_split_kb $q)
+    ram=$((ram + g)) tcg=$((tcg + t)) other=$((other + o))
     helpers=$((helpers + $(pss_kb $(pids_of "vhost-device-vsock.*/$id/") $(pids_of "virtiofsd.*/$id/"))))
     shim=$((shim + $(pss_kb $(pids_of "containerd-shim-hull-v2 .*-id $id"))))
     guest=$((guest + $(ctr --address "$sock" -n "$ns" task exec --exec-id m "$id" \
@@ -64,13 +76,15 @@ measure() { # name sed-expr
   done
   for id in "${ids[@]}"; do stop_task "$id"; done
   local n=${#ids[@]}
-  printf '%-22s %9s %9s %9s %9s %9s %11s\n' "$name" "$(printf '%s\n' "${times[@]}" | median)" \
+  printf '%-22s %9s %9s %9s %9s %9s %11s %10s %9s %9s\n' "$name" "$(printf '%s\n' "${times[@]}" | median)" \
     $((qemu / n / 1024)) $((helpers / n / 1024)) $((shim / n / 1024)) \
-    $(((qemu + helpers + shim) / n / 1024)) $((guest / n / 1024))
+    $(((qemu + helpers + shim) / n / 1024)) $((guest / n / 1024)) \
+    $((ram / n / 1024)) $((tcg / n / 1024)) $((other / n / 1024))
 }
 
 printf '\nguest flavours: boot (ctr run --rm true, median of %s, VM booted) and host PSS per idle pod (%s pods, %s s idle), MiB\n' "$runs" "$pods" "$idle"
-printf '%-22s %9s %9s %9s %9s %9s %11s\n' "guest" "boot ms" "QEMU" "helpers" "shim" "total" "guest used"
+printf '%-22s %9s %9s %9s %9s %9s %11s %10s %9s %9s\n' "guest" "boot ms" "QEMU" "helpers" "shim" "total" "guest used" \
+  "QEMU: RAM" "TCG code" "rest"
 for f in "${flavours[@]}"; do
   measure "${f%%|*}" "${f#*|}"
 done

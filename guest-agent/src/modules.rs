@@ -37,6 +37,7 @@ fn device_type_of(group: &str) -> Option<u32> {
     match group {
         "virtio_net" => Some(1),
         "virtio_blk" => Some(2),
+        "virtio_balloon" => Some(5),
         "9p" | "9pnet_virtio" => Some(9),
         "virtiofs" => Some(26),
         "virtio_pmem" | "nd_pmem" => Some(27),

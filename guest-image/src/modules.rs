@@ -6,7 +6,8 @@ use std::collections::HashSet;
 pub use protocols::modules_dep::{module_name, ModuleError, ModulesDep};
 
 /// The drivers Hull's guest uses: virtio PCI transport, vsock, virtio-fs,
-/// 9p, overlay, virtio-blk and virtio-net.
+/// 9p, overlay, virtio-blk, virtio-net, and virtio-balloon (free page
+/// reporting hands the pages the guest frees back to the host).
 pub const REQUIRED: &[&str] = &[
     "virtio_pci",
     "vmw_vsock_virtio_transport",
@@ -16,6 +17,7 @@ pub const REQUIRED: &[&str] = &[
     "overlay",
     "virtio_blk",
     "virtio_net",
+    "virtio_balloon",
 ];
 
 /// What the initrd adds to [`REQUIRED`]: with no modules loading on demand

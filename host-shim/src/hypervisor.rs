@@ -43,6 +43,10 @@ pub struct VmSpec {
     pub root_disk: Option<RootImageDisk>,
     /// `-bios`: the firmware before the kernel; None: QEMU's default.
     pub firmware: Option<PathBuf>,
+    /// A virtio-balloon device reporting the guest's free pages.
+    pub free_page_reporting: bool,
+    /// TCG's translated-code buffer in MiB; None: QEMU's default.
+    pub tcg_code_cache_mib: Option<u32>,
     pub cmdline: String,
     /// The guest's serial console is sent to this Unix socket.
     pub console: PathBuf,
@@ -107,11 +111,17 @@ impl Hypervisor for Qemu {
         } else {
             "max"
         };
+        let accel = match (vm.accel, vm.tcg_code_cache_mib) {
+            (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
+            (accel, _) => accel.qemu_name().to_string(),
+        };
         let mut a: Vec<String> = [
             "-name",
             &vm.name,
             "-machine",
-            &format!("q35,accel={}", vm.accel.qemu_name()),
+            "q35",
+            "-accel",
+            &accel,
             "-cpu",
             cpu,
             "-smp",
@@ -146,6 +156,12 @@ impl Hypervisor for Qemu {
         }
         if let Some(disk) = &vm.root_disk {
             a.extend(root_disk_args(disk));
+        }
+        if vm.free_page_reporting {
+            a.extend([
+                "-device".to_string(),
+                "virtio-balloon-pci,free-page-reporting=on".to_string(),
+            ]);
         }
         a.extend(match &vm.vsock {
             VsockDevice::VhostUser { socket } => vec![
@@ -246,6 +262,8 @@ mod tests {
             initrd: "/i".into(),
             root_disk: None,
             firmware: Some("/fw".into()),
+            free_page_reporting: true,
+            tcg_code_cache_mib: Some(32),
             cmdline: "console=ttyS0".into(),
             console: "/c".into(),
             vsock,
@@ -266,6 +284,22 @@ mod tests {
     }
 
     #[test]
+    fn kvm_and_qemus_own_code_cache_take_no_tb_size() {
+        let q = Qemu { path: "/q".into() };
+        let shared = || SharedDevice::NineP { dir: "/s".into() };
+        let kernel = || VsockDevice::Kernel { cid: 3 };
+        let mut vm = spec(kernel(), shared());
+        vm.accel = Accel::Kvm;
+        assert_eq!(after(&q.args(&vm), "-accel", ""), Some("kvm"));
+        let mut vm = spec(kernel(), shared());
+        vm.tcg_code_cache_mib = None;
+        vm.free_page_reporting = false;
+        let a = q.args(&vm);
+        assert_eq!(after(&a, "-accel", ""), Some("tcg"));
+        assert!(after(&a, "-device", "balloon").is_none());
+    }
+
+    #[test]
     fn qemu_gets_the_devices_the_transports_need() {
         let q = Qemu { path: "/q".into() };
         let a = q.args(&spec(
@@ -276,7 +310,8 @@ mod tests {
                 socket: "/s/fs.sock".into(),
             },
         ));
-        assert_eq!(after(&a, "-machine", "q35"), Some("q35,accel=tcg"));
+        assert_eq!(after(&a, "-accel", "tcg"), Some("tcg,tb-size=32"));
+        assert!(after(&a, "-device", "free-page-reporting=on").is_some());
         assert_eq!(
             after(&a, "-qmp", "unix:"),
             Some("unix:/s/qmp.sock,server=on,wait=off")

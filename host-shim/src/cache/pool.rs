@@ -181,7 +181,10 @@ async fn shut_down(pool: &Pool) {
 /// Creates the pool directory, takes the service's lock, and removes what
 /// a service that died left (its keepers ended their VMs when its sockets
 /// closed; directories may remain).
-fn prepare_dirs(cfg: &HullConfig, log: &slog::Logger) -> Result<std::fs::File, PoolError> {
+fn prepare_dirs(
+    cfg: &HullConfig,
+    log: &slog::Logger,
+) -> Result<nix::fcntl::Flock<std::fs::File>, PoolError> {
     let pool_dir = &cfg.cache.pool_dir;
     let io = |op: &'static str, path: &Path| {
         let path = path.display().to_string();
@@ -206,12 +209,9 @@ fn prepare_dirs(cfg: &HullConfig, log: &slog::Logger) -> Result<std::fs::File, P
         .write(true)
         .open(&lock_path)
         .map_err(io("open", &lock_path))?;
-    nix::fcntl::Flock::lock(
-        lock.try_clone().map_err(io("dup", &lock_path))?,
-        nix::fcntl::FlockArg::LockExclusiveNonblock,
-    )
-    .map(std::mem::forget)
-    .map_err(|_| PoolError::AlreadyRunning(lock_path.display().to_string()))?;
+    // Held as long as the returned guard lives: the service's whole run.
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| PoolError::AlreadyRunning(lock_path.display().to_string()))?;
     for name in dir.entries(Path::new("")) {
         let paths = VmPaths::in_dir(pool_dir.join(&name));
         match Share::remove_at(&paths) {
@@ -479,4 +479,30 @@ fn spawn_keeper(pool: &Arc<Pool>, name: &str, socket: OwnedFd) -> Result<(), Str
         pool.keepers_changed.notify_waiters();
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_service_is_refused_while_the_first_holds_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = HullConfig::parse(
+            include_str!("../../../config/configuration.toml"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        cfg.cache.pool_dir = tmp.path().join("pool");
+        cfg.cache.socket = tmp.path().join("sock/cache.sock");
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let first = prepare_dirs(&cfg, &log).unwrap();
+        let err = prepare_dirs(&cfg, &log).unwrap_err();
+        assert!(
+            matches!(err, PoolError::AlreadyRunning(ref p) if p.ends_with("pool.lock")),
+            "{err}"
+        );
+        drop(first);
+        prepare_dirs(&cfg, &log).expect("the lock goes with the first service");
+    }
 }

@@ -10,6 +10,7 @@ mod failure;
 mod hostile;
 mod image;
 mod inside;
+mod memory;
 mod network;
 mod run;
 mod soak;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use self::{
     agent::*, cache::*, config::*, cri::*, deploy::*, failure::*, hostile::*, image::*, inside::*,
-    network::*, run::*, soak::*,
+    memory::*, network::*, run::*, soak::*,
 };
 use crate::env::{run, Env, CMD_TIMEOUT};
 use subscriber::EventSubscriber;
@@ -62,6 +63,11 @@ pub const ALL: &[(&str, Case, Scope)] = &[
     (
         "image_modified_does_not_boot",
         image_modified_does_not_boot,
+        Scope::First,
+    ),
+    (
+        "freed_guest_memory_returns_to_the_host",
+        freed_guest_memory_returns_to_the_host,
         Scope::First,
     ),
     (
@@ -451,7 +457,6 @@ impl<'a> Detached<'a> {
         Ok(task)
     }
 
-    /// `ctr task exec --exec-id EXEC [extra] ID args...`
     /// A file of the task's rootfs, as the host sees it.
     fn rootfs_file(&self, rel: &str) -> std::path::PathBuf {
         self.env
@@ -474,6 +479,7 @@ impl<'a> Detached<'a> {
         Ok(())
     }
 
+    /// `ctr task exec --exec-id EXEC [extra] ID args...`
     fn exec(&self, exec_id: &str, extra: &[&str], args: &[&str]) -> Command {
         let mut c = self.env.ctr();
         c.args(["task", "exec", "--exec-id", exec_id])
