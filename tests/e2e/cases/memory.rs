@@ -9,6 +9,11 @@ use crate::env::{run, Env};
 const MIB: u64 = 1024 * 1024;
 /// What the workload fills and frees in the guest.
 const FILL_MIB: u64 = 200;
+/// Filling must grow QEMU's guest memory by at least this much (and, in
+/// the run without reporting, leave it this much up).
+const GROWN: u64 = (FILL_MIB - 20) * MIB;
+/// "Back": within this much of the memory before the fill.
+const BACK_WITHIN: u64 = 40 * MIB;
 
 /// The QEMU process's resident guest memory (its memfd mapping), bytes.
 fn guest_ram_resident(qemu_pid: &str) -> Result<u64, String> {
@@ -39,7 +44,7 @@ fn guest_ram_resident(qemu_pid: &str) -> Result<u64, String> {
 
 /// Guest memory resident on the host before a container fills and frees
 /// FILL_MIB of tmpfs, right after, and 30 s later (or as soon as it is back
-/// within 40 MiB of before).
+/// within BACK_WITHIN of before).
 fn fill_and_free(env: &Env) -> Result<[u64; 3], String> {
     let size = format!(
         "type=tmpfs,src=none,dst=/fill,options=size={}m",
@@ -54,7 +59,7 @@ fn fill_and_free(env: &Env) -> Result<[u64; 3], String> {
     let after_fill = guest_ram_resident(&qemu)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut later = after_fill;
-    while Instant::now() < deadline && later > before + 40 * MIB {
+    while Instant::now() < deadline && later > before + BACK_WITHIN {
         std::thread::sleep(Duration::from_secs(1));
         later = guest_ram_resident(&qemu)?;
     }
@@ -70,13 +75,13 @@ fn mib(v: [u64; 3]) -> String {
 /// sees the device at work and not the workload's own behaviour.
 pub(super) fn freed_guest_memory_returns_to_the_host(env: &Env) -> Result<(), String> {
     let with = fill_and_free(env)?;
-    if with[1] < with[0] + (FILL_MIB - 20) * MIB {
+    if with[1] < with[0] + GROWN {
         return Err(format!(
             "filling did not grow the guest's memory: {}",
             mib(with)
         ));
     }
-    if with[2] > with[0] + 40 * MIB {
+    if with[2] > with[0] + BACK_WITHIN {
         return Err(format!(
             "with free page reporting the freed memory stayed: {}",
             mib(with)
@@ -86,7 +91,7 @@ pub(super) fn freed_guest_memory_returns_to_the_host(env: &Env) -> Result<(), St
         .good_config()
         .replace("free_page_reporting = true", "free_page_reporting = false");
     let without = env.with_base_config(&off, || fill_and_free(env))?;
-    if without[2] < without[0] + (FILL_MIB - 20) * MIB {
+    if without[2] < without[0] + GROWN {
         return Err(format!(
             "without free page reporting the memory went back anyway: {}",
             mib(without)
