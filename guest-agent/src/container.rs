@@ -221,6 +221,8 @@ pub struct Registry {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids being created, so two concurrent creates of one id cannot both win.
     reserved: Mutex<HashSet<String>>,
+    /// Output streams announced for processes not created yet.
+    pub direct: crate::direct_stream::DirectStreams,
 }
 
 /// Holds an id reservation; released on drop.

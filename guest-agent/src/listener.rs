@@ -1,11 +1,12 @@
 //! Accepting connections on vsock (in a VM) or a Unix socket (on a host).
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+pub trait Conn: AsyncRead + AsyncWrite + AsFd + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + AsFd + Send + Unpin> Conn for T {}
 
 pub enum StreamListener {
     Vsock(tokio_vsock::VsockListener),

@@ -16,6 +16,7 @@ mod config;
 mod container;
 mod copy_file;
 mod debug_console;
+mod direct_stream;
 mod dm;
 mod errors;
 mod guest;

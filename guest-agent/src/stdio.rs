@@ -1,7 +1,7 @@
 //! Process stdio and Hull's raw stream path: each of a process's streams is
 //! its own connection (see `protocols::stream`), copied with no per-chunk RPC.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 
 use crate::container::{Process, Registry};
+use crate::direct_stream::DirectOutputs;
 use crate::errors::AgentError;
 use crate::listener::{Conn, StreamListener};
 
@@ -52,10 +53,15 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, AgentError> {
 }
 
 impl ProcessIo {
-    fn new(stdin: OwnedFd, stdout: OwnedFd, stderr: Option<OwnedFd>, tty: Option<OwnedFd>) -> Self {
+    fn new(
+        stdin: OwnedFd,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+        tty: Option<OwnedFd>,
+    ) -> Self {
         ProcessIo {
             stdin: Mutex::new(Some(stdin)),
-            stdout: Mutex::new(Some(stdout)),
+            stdout: Mutex::new(stdout),
             stderr: Mutex::new(stderr),
             tty,
             stdin_closed: AtomicBool::new(false),
@@ -64,20 +70,33 @@ impl ProcessIo {
         }
     }
 
-    /// Three pipes; the output ones enlarged so each read takes more at once.
-    pub fn pipes() -> Result<(Self, InitStdio), AgentError> {
+    /// A pipe for stdin, and for each output the direct stream announced
+    /// for it or else a pipe, enlarged so each read takes more at once.
+    /// Also returns duplicates of the direct streams, to end them with.
+    pub fn pipes(direct: DirectOutputs) -> Result<(Self, InitStdio, Vec<OwnedFd>), AgentError> {
         let (in_r, in_w) = pipe_pair()?;
-        let (out_r, out_w) = pipe_pair()?;
-        let (err_r, err_w) = pipe_pair()?;
-        enlarge(&out_r);
-        enlarge(&err_r);
+        let mut ends = Vec::new();
+        let mut output = |socket: Option<OwnedFd>| match socket {
+            Some(s) => {
+                ends.push(dup(&s)?);
+                Ok::<_, AgentError>((None, s))
+            }
+            None => {
+                let (r, w) = pipe_pair()?;
+                enlarge(&r);
+                Ok((Some(r), w))
+            }
+        };
+        let (out_r, out_w) = output(direct.stdout)?;
+        let (err_r, err_w) = output(direct.stderr)?;
         Ok((
-            ProcessIo::new(in_w, out_r, Some(err_r), None),
+            ProcessIo::new(in_w, out_r, err_r, None),
             InitStdio {
                 stdin: in_r,
                 stdout: out_w,
                 stderr: err_w,
             },
+            ends,
         ))
     }
 
@@ -104,7 +123,7 @@ impl ProcessIo {
     pub fn console(master: OwnedFd) -> Result<Self, AgentError> {
         Ok(ProcessIo::new(
             dup(&master)?,
-            dup(&master)?,
+            Some(dup(&master)?),
             None,
             Some(master),
         ))
@@ -242,6 +261,9 @@ async fn attach(
             return Err(AgentError::invalid("stream header", e.to_string()));
         }
     };
+    if header.direct {
+        return hold_direct(conn, &header, registry, log).await;
+    }
     let taken = registry
         .process(&header.container_id, &header.exec_id)
         .and_then(|p| {
@@ -263,6 +285,40 @@ async fn attach(
         StreamKind::Stdin => copy_stdin(conn, fd, &process.io).await,
         StreamKind::Stdout | StreamKind::Stderr => copy_output(fd, conn, &process).await,
     }
+}
+
+/// Keeps a stream announced before its process exists (see
+/// `direct_stream`); `OK` once it is held, so a create that follows the
+/// answer finds it.
+async fn hold_direct(
+    mut conn: Box<dyn Conn>,
+    header: &StreamHeader,
+    registry: &Registry,
+    log: &slog::Logger,
+) -> Result<(), AgentError> {
+    let held = match registry.process(&header.container_id, &header.exec_id) {
+        Ok(_) => Err(AgentError::invalid(
+            "stream header",
+            "direct names a process that already exists",
+        )),
+        Err(_) => conn
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(AgentError::sys("dup"))
+            .and_then(|socket| {
+                registry
+                    .direct
+                    .hold(&header.container_id, &header.exec_id, header.kind, socket)
+            }),
+    };
+    if let Err(e) = held {
+        let _ = conn.write_all(format!("ERR {e}\n").as_bytes()).await;
+        return Err(e);
+    }
+    slog::debug!(log, "direct stream held"; "container" => &header.container_id, "exec" => &header.exec_id, "stream" => header.kind.as_str());
+    conn.write_all(b"OK\n")
+        .await
+        .map_err(AgentError::sys("write stream reply"))
 }
 
 /// How long output may stay quiet after its process exited before the stream

@@ -110,30 +110,66 @@ async fn announce(mut s: GuestStream, header: StreamHeader) -> Result<GuestStrea
 /// How long connecting one stdio stream may take, and its header exchange.
 const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A process's streams, connected to the agent's stdio port but not yet
-/// naming the process: connected while the agent starts it.
+/// A process's output streams announced `direct` before it exists (see
+/// `protocols::stream`): the process then writes into them itself, with no
+/// copy in the agent. None for a terminal, whose output is the pty's.
+pub struct OutputsAhead(Option<(GuestStream, GuestStream)>);
+
+impl OutputsAhead {
+    pub async fn announce(
+        vsock: &dyn VsockTransport,
+        container_id: &str,
+        exec_id: &str,
+        terminal: bool,
+    ) -> Result<Self, ShimError> {
+        if terminal {
+            return Ok(OutputsAhead(None));
+        }
+        let header = |kind| StreamHeader {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            kind,
+            direct: true,
+        };
+        let stream =
+            |kind| async move { announce(connect_stream(vsock).await?, header(kind)).await };
+        let (stdout, stderr) =
+            tokio::try_join!(stream(StreamKind::Stdout), stream(StreamKind::Stderr))?;
+        Ok(OutputsAhead(Some((stdout, stderr))))
+    }
+}
+
+/// A process's streams, connected to the agent's stdio port: the ones not
+/// announced ahead do not name the process yet (they connect while the
+/// agent starts it).
 pub struct ConnectedStreams {
     stdin: GuestStream,
     stdout: GuestStream,
     stderr: Option<GuestStream>,
+    /// stdout and stderr were announced ahead.
+    outputs_named: bool,
 }
 
 impl ConnectedStreams {
-    /// Connects the streams a process needs (no stderr with a terminal), at
-    /// once.
-    pub async fn connect(vsock: &dyn VsockTransport, terminal: bool) -> Result<Self, ShimError> {
-        let stderr = async {
-            match terminal {
-                true => Ok(None),
-                false => connect_stream(vsock).await.map(Some),
+    /// Connects the streams a process needs that `ahead` does not hold (no
+    /// stderr with a terminal), at once.
+    pub async fn connect(
+        vsock: &dyn VsockTransport,
+        ahead: OutputsAhead,
+    ) -> Result<Self, ShimError> {
+        let (stdin, stdout, stderr, outputs_named) = match ahead.0 {
+            Some((stdout, stderr)) => (connect_stream(vsock).await?, stdout, Some(stderr), true),
+            None => {
+                let (stdin, stdout) =
+                    tokio::try_join!(connect_stream(vsock), connect_stream(vsock))?;
+                (stdin, stdout, None, false)
             }
         };
-        let (stdin, stdout, stderr) =
-            tokio::try_join!(connect_stream(vsock), connect_stream(vsock), stderr)?;
         Ok(ConnectedStreams {
             stdin,
             stdout,
             stderr,
+            outputs_named,
         })
     }
 }
@@ -249,12 +285,13 @@ impl ProcessStdio {
     /// can be written before its reader exists.
     pub async fn attach(
         vsock: &dyn VsockTransport,
+        ahead: OutputsAhead,
         container_id: &str,
         exec_id: &str,
         paths: &StdioPaths,
         log: &slog::Logger,
     ) -> Result<Self, ShimError> {
-        let streams = ConnectedStreams::connect(vsock, paths.terminal).await?;
+        let streams = ConnectedStreams::connect(vsock, ahead).await?;
         Self::attach_connected(streams, container_id, exec_id, paths, log).await
     }
 
@@ -271,16 +308,24 @@ impl ProcessStdio {
             container_id: container_id.into(),
             exec_id: exec_id.into(),
             kind,
+            direct: false,
+        };
+        let named = streams.outputs_named;
+        let output = |s: GuestStream, kind| async move {
+            match named {
+                true => Ok(s),
+                false => announce(s, header(kind)).await,
+            }
         };
         let stderr = async {
             match streams.stderr {
-                Some(s) => announce(s, header(StreamKind::Stderr)).await.map(Some),
+                Some(s) => output(s, StreamKind::Stderr).await.map(Some),
                 None => Ok(None),
             }
         };
         let (stdin, stdout, stderr) = tokio::try_join!(
             announce(streams.stdin, header(StreamKind::Stdin)),
-            announce(streams.stdout, header(StreamKind::Stdout)),
+            output(streams.stdout, StreamKind::Stdout),
             stderr
         )?;
         let fifos = [

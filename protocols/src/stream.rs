@@ -5,6 +5,13 @@
 //! `HULL-STREAM <container_id> <exec_id|-> <stdin|stdout|stderr>\n`.
 //! The agent answers `OK\n` and from then on the connection carries the
 //! stream's raw bytes, or answers `ERR <reason>\n` and closes it.
+//!
+//! An output stream may instead be announced *before* its process exists,
+//! with a fifth word: `HULL-STREAM <container_id> <exec_id|-> stdout direct\n`.
+//! The agent then holds the connection and gives it to the process it
+//! creates under that id as its stdout (or stderr) itself, so the output
+//! leaves the VM with no copy in the agent; the agent ends the stream once
+//! the process has exited and nothing it left behind still holds it.
 
 use std::fmt;
 
@@ -33,6 +40,8 @@ pub struct StreamHeader {
     /// Empty for the container's init process.
     pub exec_id: String,
     pub kind: StreamKind,
+    /// Announced before the process exists, to become its own output.
+    pub direct: bool,
 }
 
 /// Longest header line either side accepts, newline included.
@@ -63,8 +72,9 @@ impl StreamHeader {
         } else {
             &self.exec_id
         };
+        let direct = if self.direct { " direct" } else { "" };
         format!(
-            "{MAGIC} {} {exec} {}\n",
+            "{MAGIC} {} {exec} {}{direct}\n",
             self.container_id,
             self.kind.as_str()
         )
@@ -92,6 +102,12 @@ impl StreamHeader {
             Some("stderr") => StreamKind::Stderr,
             _ => return Err(bad("bad stream kind")),
         };
+        let direct = match words.next() {
+            None => false,
+            Some("direct") if kind != StreamKind::Stdin => true,
+            Some("direct") => return Err(bad("direct stdin")),
+            Some(_) => return Err(bad("trailing words")),
+        };
         if words.next().is_some() {
             return Err(bad("trailing words"));
         }
@@ -99,6 +115,7 @@ impl StreamHeader {
             container_id: container_id.to_string(),
             exec_id: exec_id.to_string(),
             kind,
+            direct,
         })
     }
 }
@@ -117,14 +134,20 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        for exec in ["", "exec-1"] {
+        for (exec, direct) in [("", false), ("exec-1", false), ("exec-1", true)] {
             let h = StreamHeader {
                 container_id: "c1".into(),
                 exec_id: exec.into(),
                 kind: StreamKind::Stderr,
+                direct,
             };
             assert_eq!(StreamHeader::parse(&h.encode()).unwrap(), h);
         }
+        assert!(
+            StreamHeader::parse("HULL-STREAM c1 e1 stdout direct\n")
+                .unwrap()
+                .direct
+        );
     }
 
     #[test]
@@ -135,6 +158,8 @@ mod tests {
             "HULL-STREAM c1 - stdweird\n",
             "HULL-STREAM ../x - stdin\n",
             "HULL-STREAM c1 - stdin extra\n",
+            "HULL-STREAM c1 - stdin direct\n",
+            "HULL-STREAM c1 - stdout direct extra\n",
             "OTHER c1 - stdin\n",
         ] {
             assert!(StreamHeader::parse(line).is_err(), "{line:?} accepted");

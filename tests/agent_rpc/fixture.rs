@@ -369,6 +369,27 @@ impl Agent {
         exec_id: &str,
         kind: StreamKind,
     ) -> Result<tokio::net::UnixStream, String> {
+        self.stream(id, exec_id, kind, false).await
+    }
+
+    /// An output stream announced `direct`, before its process exists: the
+    /// process created next under this id writes into it itself.
+    pub async fn direct_stream(
+        &self,
+        id: &str,
+        exec_id: &str,
+        kind: StreamKind,
+    ) -> Result<tokio::net::UnixStream, String> {
+        self.stream(id, exec_id, kind, true).await
+    }
+
+    async fn stream(
+        &self,
+        id: &str,
+        exec_id: &str,
+        kind: StreamKind,
+        direct: bool,
+    ) -> Result<tokio::net::UnixStream, String> {
         let mut s = tokio::net::UnixStream::connect(self.dir.path().join("stdio.sock"))
             .await
             .expect("connect stdio.sock");
@@ -376,6 +397,7 @@ impl Agent {
             container_id: id.into(),
             exec_id: exec_id.into(),
             kind,
+            direct,
         };
         s.write_all(header.encode().as_bytes())
             .await

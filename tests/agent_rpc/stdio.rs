@@ -119,6 +119,80 @@ async fn background_child_does_not_hang_either_path() {
     assert_eq!(a.wait("c", "rpc").await.expect("wait"), 0);
 }
 
+/// Output streams announced `direct` before the process exists become its
+/// own stdout and stderr (no copy in the agent): all output arrives, and
+/// each stream ends at the exit, for an exec and for a container's init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_streams_are_the_process_own_output() {
+    let a = Agent::start().await;
+    let init_out = a
+        .direct_stream("d", "", StreamKind::Stdout)
+        .await
+        .expect("init stdout");
+    a.run("d", &["sh", "-c", "readlink /proc/self/fd/1; sleep 100"])
+        .await;
+    let first = tokio::io::BufReader::new(init_out);
+    let mut lines = tokio::io::AsyncBufReadExt::lines(first);
+    let link = lines.next_line().await.expect("read").unwrap_or_default();
+    assert!(link.starts_with("socket:["), "init stdout is {link:?}");
+
+    let out = a
+        .direct_stream("d", "big", StreamKind::Stdout)
+        .await
+        .expect("stdout");
+    let err = a
+        .direct_stream("d", "big", StreamKind::Stderr)
+        .await
+        .expect("stderr");
+    let big = Agent::process(
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/fd/2 >&2; head -c 3000000 /dev/zero | tr '\\0' x",
+        ],
+        false,
+    );
+    a.exec("d", "big", &big).await.expect("exec");
+    let (out, err) = tokio::join!(read_to_end(out), read_to_end(err));
+    assert_eq!(out.len(), 3_000_000);
+    assert!(out.bytes().all(|b| b == b'x'));
+    assert!(err.starts_with("socket:["), "stderr is {err:?}");
+    assert_eq!(a.wait("d", "big").await.expect("wait"), 0);
+    // The stream the agent copies is not there to attach to as well.
+    assert!(a.raw_stream("d", "big", StreamKind::Stdout).await.is_err());
+}
+
+/// A direct stream for a process that already runs is refused (it could
+/// never become that process's output), and a background child holding a
+/// direct stream does not hang it after the exit (Kata #4747).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_streams_refuse_a_running_process_and_end_under_a_child() {
+    let a = Agent::start().await;
+    a.run("c", &["sleep", "100"]).await;
+    let refused = a.direct_stream("c", "", StreamKind::Stdout).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("already exists")),
+        "{:?}",
+        refused.map(drop)
+    );
+    let out = a
+        .direct_stream("c", "bg", StreamKind::Stdout)
+        .await
+        .expect("stdout");
+    let p = Agent::process(&["sh", "-c", "sleep 60 & echo started"], false);
+    a.exec("c", "bg", &p).await.expect("exec");
+    let started = Instant::now();
+    assert_eq!(read_to_end(out).await, "started\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.wait("c", "bg").await.expect("wait"), 0);
+}
+
 /// Kata #5249: an exec that prints nothing for a while is not timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_exec_is_not_timed_out() {

@@ -1,6 +1,7 @@
 //! The operations behind the container, process and sandbox RPCs: what
 //! takes more than a call (validation, rustjail, mounts, cleanup).
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use rustjail::config::{ExecConfig, InitConfig};
 use rustjail::container::{Created, InitCommand, InitStdio};
 
 use crate::container::{Container, Process};
+use crate::direct_stream::{end_after_exit, DirectOutputs};
 use crate::errors::AgentError;
 use crate::pod_ns::PodNamespaces;
 use crate::stdio::ProcessIo;
@@ -132,16 +134,34 @@ fn init_command() -> InitCommand {
     }
 }
 
-/// Pipes for a process without a terminal; with one, the init's stdio is
-/// /dev/null until it makes its console (see [`console_io`]).
+/// A process's stdio and the host's direct streams in it, to end them
+/// after its exit.
+struct NewStdio {
+    pipes: Option<ProcessIo>,
+    init: InitStdio,
+    direct: Vec<OwnedFd>,
+}
+
+/// Pipes (or the direct streams announced for it) for a process without a
+/// terminal; with one, the init's stdio is /dev/null until it makes its
+/// console (see [`process_io`]).
 fn process_stdio(
     process: &oci_spec::runtime::Process,
-) -> Result<(Option<ProcessIo>, InitStdio), AgentError> {
+    direct: DirectOutputs,
+) -> Result<NewStdio, AgentError> {
     if process.terminal().unwrap_or(false) {
-        return Ok((None, ProcessIo::null_stdio()?));
+        return Ok(NewStdio {
+            pipes: None,
+            init: ProcessIo::null_stdio()?,
+            direct: Vec::new(),
+        });
     }
-    let (io, stdio) = ProcessIo::pipes()?;
-    Ok((Some(io), stdio))
+    let (io, init, direct) = ProcessIo::pipes(direct)?;
+    Ok(NewStdio {
+        pipes: Some(io),
+        init,
+        direct,
+    })
 }
 
 /// The process's stdio: its pipes, or else the console its init made.
@@ -216,7 +236,17 @@ impl Service {
         for s in &req.storages {
             undo.push(self.mount_storage(s.clone()).await?);
         }
-        let (pipes, stdio) = process_stdio(&spec.process().clone().unwrap_or_default())?;
+        let exec_id = if req.exec_id.is_empty() {
+            req.container_id.clone()
+        } else {
+            req.exec_id.clone()
+        };
+        let direct = self.0.registry.direct.take(&req.container_id, &exec_id)?;
+        let NewStdio {
+            pipes,
+            init: stdio,
+            direct,
+        } = process_stdio(&spec.process().clone().unwrap_or_default(), direct)?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let own_pid_ns = has_own_pid_namespace(&spec);
         let config = InitConfig {
@@ -248,11 +278,7 @@ impl Service {
             }
         };
         let pid = created.pid.as_raw();
-        let exec_id = if req.exec_id.is_empty() {
-            req.container_id.clone()
-        } else {
-            req.exec_id.clone()
-        };
+        let cgroup_path = created.cgroup.path().to_string();
         let init = Arc::new(Process::new(
             exec_id,
             pid,
@@ -268,6 +294,7 @@ impl Service {
             seccomp,
         ));
         self.watch_oom(&container);
+        tokio::spawn(end_after_exit(container.init.clone(), direct, cgroup_path));
         if !own_pid_ns {
             tokio::spawn(kill_remnants_after_init(
                 container.clone(),
@@ -342,7 +369,16 @@ impl Service {
             });
         }
         let slot = c.reserve_exec(&req.exec_id)?;
-        let (pipes, stdio) = process_stdio(&process)?;
+        let direct = self
+            .0
+            .registry
+            .direct
+            .take(&req.container_id, &req.exec_id)?;
+        let NewStdio {
+            pipes,
+            init: stdio,
+            direct,
+        } = process_stdio(&process, direct)?;
         let config = ExecConfig {
             container_id: req.container_id.clone(),
             init_pid: c.init.pid,
@@ -351,6 +387,7 @@ impl Service {
             deny_vsock: self.0.deny_vsock,
         };
         let cgroup = c.cgroup_path.clone();
+        let cgroup_path = cgroup.clone();
         let cmd = init_command();
         let since = self.0.reaper.mark();
         let began = std::time::Instant::now();
@@ -377,7 +414,9 @@ impl Service {
             self.0.reaper.watch(pid, since),
             io,
         );
-        slot.fill(Arc::new(p));
+        let p = Arc::new(p);
+        tokio::spawn(end_after_exit(p.clone(), direct, cgroup_path));
+        slot.fill(p);
         slog::info!(self.0.log, "process started"; "container" => &req.container_id,
             "exec" => &req.exec_id, "pid" => pid, "setup_us" => set_up.as_micros(),
             "start_us" => (began.elapsed() - set_up).as_micros());

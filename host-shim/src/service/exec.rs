@@ -9,7 +9,7 @@ use protocols::agent;
 
 use super::HullShim;
 use crate::errors::ShimError;
-use crate::io::{ConnectedStreams, ProcessStdio, StdioPaths};
+use crate::io::{ConnectedStreams, OutputsAhead, ProcessStdio, StdioPaths};
 use crate::task::Proc;
 
 /// containerd sends the process spec as the runtime-spec JSON in an Any.
@@ -107,11 +107,19 @@ impl HullShim {
             })?,
             ..Default::default()
         };
-        // The streams connect while the agent starts the process; they
-        // name it once it exists.
+        // Its outputs are announced before the process exists, so it
+        // writes into them itself; stdin connects while the agent starts
+        // it and names it once it exists.
+        let ahead = OutputsAhead::announce(
+            sandbox.vsock.as_ref(),
+            &req.id,
+            &req.exec_id,
+            proc.stdio_paths.terminal,
+        )
+        .await?;
         let (started, streams) = tokio::join!(
             sandbox.agent.agent.exec_process(sandbox.agent.ctx(), &exec),
-            ConnectedStreams::connect(sandbox.vsock.as_ref(), proc.stdio_paths.terminal)
+            ConnectedStreams::connect(sandbox.vsock.as_ref(), ahead)
         );
         started.map_err(ShimError::agent("ExecProcess"))?;
         let exec_done = std::time::Instant::now();

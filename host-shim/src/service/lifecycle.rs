@@ -14,7 +14,7 @@ use protocols::agent;
 use super::{stdio_paths, HullShim};
 use crate::config::HullConfig;
 use crate::errors::ShimError;
-use crate::io::ProcessStdio;
+use crate::io::{OutputsAhead, ProcessStdio};
 use crate::network::PodNetwork;
 use crate::pod::Role;
 use crate::rootfs;
@@ -239,15 +239,20 @@ impl HullShim {
         req: &api::CreateTaskRequest,
         guest_spec: oci_spec::runtime::Spec,
     ) -> Result<ProcessStdio, ShimError> {
+        let paths = stdio_paths(req);
+        let ahead =
+            OutputsAhead::announce(sandbox.vsock.as_ref(), &req.id, &req.id, paths.terminal)
+                .await?;
         if let Err(e) = sandbox.create_container(&req.id, guest_spec).await {
             remove_container(sandbox, &req.id, &self.0.log).await;
             return Err(e);
         }
         let stdio = ProcessStdio::attach(
             sandbox.vsock.as_ref(),
+            ahead,
             &req.id,
             &req.id,
-            &stdio_paths(req),
+            &paths,
             &self.0.log,
         )
         .await;

@@ -93,9 +93,10 @@ pub(super) fn stdin_reaches_the_container(env: &Env) -> Result<(), String> {
 }
 
 pub(super) fn large_binary_output_is_byte_exact(env: &Env) -> Result<(), String> {
-    // 16 MiB of random bytes; the container reports their checksum on stderr.
-    let script =
-        "head -c 16777216 /dev/urandom > /tmp/blob && sha256sum /tmp/blob >&2 && cat /tmp/blob";
+    // 16 MiB of random bytes; the container reports their checksum on
+    // stderr, and what its shell's stdout and stderr are.
+    let script = "head -c 16777216 /dev/urandom > /tmp/blob && sha256sum /tmp/blob >&2 \
+        && readlink /proc/$$/fd/1 >&2 && readlink /proc/$$/fd/2 >&2 && cat /tmp/blob";
     let o = run(&mut env.run_cmd(&env.unique("blob"), &["sh", "-c", script]))?;
     expect_success(&o)?;
     let got = format!("{:x}", Sha256::digest(&o.stdout));
@@ -108,6 +109,18 @@ pub(super) fn large_binary_output_is_byte_exact(env: &Env) -> Result<(), String>
         return Err(format!(
             "received {} bytes with sha256 {got}, container sent {want}",
             o.stdout.len()
+        ));
+    }
+    // The shim announces both outputs before the process exists, so they
+    // are the process's own vsock connections, not pipes the agent copies.
+    let sockets = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with("socket:["))
+        .count();
+    if sockets != 2 {
+        return Err(format!(
+            "stdout and stderr should be the streams' sockets: {:?}",
+            stderr(&o)
         ));
     }
     Ok(())

@@ -162,19 +162,51 @@ fn zeros_command(bytes: u64) -> Vec<String> {
     .to_vec()
 }
 
+/// How a raw stream meets its process.
+#[derive(Clone, Copy, PartialEq)]
+enum Attach {
+    /// Announced before the process exists, to be its own stdout (what
+    /// the shim does).
+    Direct,
+    /// Attached after the process started: the agent copies its pipe.
+    Copied,
+}
+
 async fn raw_path(
     t: &Target,
     a: &Agent,
     b: &StdioBench,
     exec_id: &str,
     producer: &[String],
+    attach: Attach,
 ) -> Result<u64, CtlError> {
+    if attach == Attach::Direct {
+        let s = stream(t, b, exec_id, true).await?;
+        exec(a, &b.container, exec_id, producer).await?;
+        let n = drain(s).await?;
+        wait(a, &b.container, exec_id).await?;
+        return Ok(n);
+    }
     exec(a, &b.container, exec_id, producer).await?;
+    let s = stream(t, b, exec_id, false).await?;
+    let n = drain(s).await?;
+    wait(a, &b.container, exec_id).await?;
+    Ok(n)
+}
+
+/// A stdout stream of `exec_id`, past the header handshake.
+async fn stream(
+    t: &Target,
+    b: &StdioBench,
+    exec_id: &str,
+    direct: bool,
+) -> Result<tokio::net::UnixStream, CtlError> {
     let mut s = t.connect(protocols::STDIO_PORT).await?;
     let header = StreamHeader {
         container_id: b.container.clone(),
         exec_id: exec_id.into(),
         kind: StreamKind::Stdout,
+        direct,
     };
     s.write_all(header.encode().as_bytes())
         .await
@@ -189,9 +221,7 @@ async fn raw_path(
             String::from_utf8_lossy(&ok)
         )));
     }
-    let n = drain(s).await?;
-    wait(a, &b.container, exec_id).await?;
-    Ok(n)
+    Ok(s)
 }
 
 async fn rpc_path(
@@ -340,8 +370,13 @@ pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(
     };
     for round in 0..ROUNDS {
         let timed = Instant::now();
-        let n = raw_path(t, a, b, &format!("bench-raw-{tag}-{round}"), &producer).await?;
+        let id = format!("bench-raw-{tag}-{round}");
+        let n = raw_path(t, a, b, &id, &producer, Attach::Direct).await?;
         record("raw-stream", n, timed.elapsed())?;
+        let timed = Instant::now();
+        let id = format!("bench-copied-{tag}-{round}");
+        let n = raw_path(t, a, b, &id, &producer, Attach::Copied).await?;
+        record("copied-raw-stream", n, timed.elapsed())?;
         let timed = Instant::now();
         let n = rpc_path(a, b, &format!("bench-rpc-{tag}-{round}"), &producer).await?;
         record("read-stdout-rpc", n, timed.elapsed())?;
@@ -351,7 +386,8 @@ pub async fn stdio_throughput(t: &Target, a: &Agent, b: &StdioBench) -> Result<(
             record("raw-vsock", n, timed.elapsed())?;
             // A real program's output (dd reading /dev/zero) on the raw stream.
             let timed = Instant::now();
-            let n = raw_path(t, a, b, &format!("bench-dd-{tag}-{round}"), &dd).await?;
+            let id = format!("bench-dd-{tag}-{round}");
+            let n = raw_path(t, a, b, &id, &dd, Attach::Direct).await?;
             record("dd-raw-stream", n, timed.elapsed())?;
         }
     }
