@@ -11,7 +11,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use protocols::stream::StreamKind;
 use rustjail::cgroups::ContainerCgroup;
@@ -101,7 +100,7 @@ impl DirectStreams {
         let (stdout, stderr) = (take(StreamKind::Stdout), take(StreamKind::Stderr));
         drop(pending);
         for s in [&stdout, &stderr].into_iter().flatten() {
-            set_blocking(s)?;
+            crate::stdio::set_nonblocking_to(s, false)?;
         }
         Ok(DirectOutputs { stdout, stderr })
     }
@@ -117,15 +116,6 @@ fn hung_up(socket: &OwnedFd) -> bool {
             .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
         Err(_) => true,
     }
-}
-
-fn set_blocking(fd: &OwnedFd) -> Result<(), AgentError> {
-    let flags = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
-        .map_err(|e| AgentError::sys("F_GETFL")(e.into()))?;
-    let flags = OFlag::from_bits_retain(flags) - OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(flags))
-        .map_err(|e| AgentError::sys("F_SETFL")(e.into()))?;
-    Ok(())
 }
 
 /// `/proc/PID/fd` names a socket as `socket:[INODE]`.

@@ -356,9 +356,15 @@ pub async fn read_output(
 
 /// The runtime polls the fd; a blocking read on it would stall a worker.
 fn set_nonblocking(fd: &OwnedFd) -> Result<(), AgentError> {
+    set_nonblocking_to(fd, true)
+}
+
+/// Sets or clears `O_NONBLOCK` (shared by every duplicate of `fd`).
+pub fn set_nonblocking_to(fd: &OwnedFd, on: bool) -> Result<(), AgentError> {
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
         .map_err(|e| AgentError::sys("F_GETFL")(e.into()))?;
-    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    let mut flags = OFlag::from_bits_retain(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
         .map_err(|e| AgentError::sys("F_SETFL")(e.into()))?;
     Ok(())
