@@ -85,9 +85,10 @@ fn virtio_device_types(dir: &Path) -> HashSet<u32> {
 }
 
 /// Groups for containers, not for the VM's devices: overlay mounts and a
-/// privileged container's bridge. About 70 ms of a TCG boot (`make
-/// boot-timeline`).
-const DEFERRED: &[&str] = &["overlay", "bridge"];
+/// privileged container's bridge, about 70 ms of a TCG boot (`make
+/// boot-timeline`); and the balloon (free page reporting), when the VM has
+/// one, which nothing in the guest waits for.
+const DEFERRED: &[&str] = &["overlay", "bridge", "virtio_balloon"];
 
 /// What a boot's loading did.
 #[derive(Debug, Default, PartialEq)]
@@ -110,14 +111,6 @@ pub fn load_needed(
     let mut types: Option<HashSet<u32>> = None;
     let mut loaded = HashSet::new();
     for (group, paths) in parse_list(text) {
-        if DEFERRED.contains(&group.as_str()) {
-            for path in paths {
-                if !loaded.contains(&path) && !done.deferred.contains(&path) {
-                    done.deferred.push(path);
-                }
-            }
-            continue;
-        }
         if let Some(needed) = device_type_of(&group) {
             if !types
                 .get_or_insert_with(&mut device_types)
@@ -126,6 +119,14 @@ pub fn load_needed(
                 done.skipped_groups.push(group);
                 continue;
             }
+        }
+        if DEFERRED.contains(&group.as_str()) {
+            for path in paths {
+                if !loaded.contains(&path) && !done.deferred.contains(&path) {
+                    done.deferred.push(path);
+                }
+            }
+            continue;
         }
         for path in paths {
             if loaded.insert(path.clone()) {
@@ -260,6 +261,7 @@ mod tests {
                         9p /m/9pnet.ko\n\
                         9p /m/9p.ko\n\
                         virtio_net /m/virtio_net.ko\n\
+                        virtio_balloon /m/virtio_balloon.ko\n\
                         bridge /m/bridge.ko\n";
 
     fn run(text: &str, types: &[u32]) -> (Vec<String>, Loaded) {
@@ -289,8 +291,15 @@ mod tests {
                 "/m/virtiofs.ko",
             ]
         );
-        assert_eq!(loaded.skipped_groups, ["9pnet_virtio", "9p", "virtio_net"]);
+        assert_eq!(
+            loaded.skipped_groups,
+            ["9pnet_virtio", "9p", "virtio_net", "virtio_balloon"]
+        );
         assert_eq!(loaded.deferred, ["/m/bridge.ko"]);
+        // A balloon loads after the agent serves, and only if there is one.
+        let (order, loaded) = run(LIST, &[19, 26, 5]);
+        assert!(!order.contains(&"/m/virtio_balloon.ko".to_string()));
+        assert_eq!(loaded.deferred, ["/m/virtio_balloon.ko", "/m/bridge.ko"]);
     }
 
     #[test]
