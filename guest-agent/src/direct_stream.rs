@@ -43,7 +43,6 @@ pub struct DirectStreams {
 }
 
 /// The output sockets one new process gets.
-#[derive(Default)]
 pub struct DirectOutputs {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,

@@ -163,7 +163,7 @@ fn zeros_command(bytes: u64) -> Vec<String> {
 }
 
 /// How a raw stream meets its process.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Attach {
     /// Announced before the process exists, to be its own stdout (what
     /// the shim does).
@@ -180,15 +180,17 @@ async fn raw_path(
     producer: &[String],
     attach: Attach,
 ) -> Result<u64, CtlError> {
-    if attach == Attach::Direct {
-        let s = stream(t, b, exec_id, true).await?;
-        exec(a, &b.container, exec_id, producer).await?;
-        let n = drain(s).await?;
-        wait(a, &b.container, exec_id).await?;
-        return Ok(n);
-    }
-    exec(a, &b.container, exec_id, producer).await?;
-    let s = stream(t, b, exec_id, false).await?;
+    let s = match attach {
+        Attach::Direct => {
+            let s = stream(t, b, exec_id, true).await?;
+            exec(a, &b.container, exec_id, producer).await?;
+            s
+        }
+        Attach::Copied => {
+            exec(a, &b.container, exec_id, producer).await?;
+            stream(t, b, exec_id, false).await?
+        }
+    };
     let n = drain(s).await?;
     wait(a, &b.container, exec_id).await?;
     Ok(n)
